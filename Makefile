@@ -1,0 +1,58 @@
+# efa-guard: `make demo` shows it working in a throw-away sandbox, `make test` runs every test.
+# Both install what they need (Debian packages, a virtualenv) and must run as root.
+
+PYTHON      ?= /usr/bin/python3
+VENV        ?= .venv
+VENV_OLD    ?= .venv-bookworm
+APT_PACKAGES = iptables iproute2 nmap python3-venv
+# Debian bookworm's versions of our dependencies: the oldest generation we support.
+BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.1
+
+.PHONY: all deps demo test test-unit test-bookworm lint typecheck bench clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV_OLD)/.installed: $(VENV)/.installed
+	$(PYTHON) -m venv $(VENV_OLD)
+	$(VENV_OLD)/bin/python -m pip install -q $(BOOKWORM_PINS) 'pytest>=7.2' 'hypothesis>=6.36'
+	$(VENV_OLD)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+deps: $(VENV)/.installed $(VENV_OLD)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python tests/demo.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check efa_guard tests
+	$(VENV)/bin/ruff format --check efa_guard tests
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+# The whole suite on the newest releases, then again on bookworm's versions.
+test: deps lint typecheck
+	$(VENV)/bin/python -m pytest
+	$(VENV_OLD)/bin/python -m pytest -p no:cacheprovider
+
+test-unit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/unit
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python tests/bench.py
+
+clean:
+	rm -rf $(VENV) $(VENV_OLD) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,258 @@
+"""The command line: subcommands, their output and exit codes; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from efa_guard import config as configmod
+from efa_guard.enforce import Inspection, Outcome, enforce, inspect
+from efa_guard.errors import (
+    CommandError,
+    ConfigError,
+    EfaGuardError,
+    IptablesMissingError,
+    PrivilegeError,
+    VerifyError,
+)
+from efa_guard.iptables import Iptables, detect
+from efa_guard.render import restore_text
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATUS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+_SHOWN_IN_SUMMARY = 3
+
+
+@dataclass
+class Report:
+    """A monitoring-plugin style result: one status line, details, and a JSON form."""
+
+    code: int
+    summary: str
+    details: list[str] = field(default_factory=list)
+    data: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def status_line(self) -> str:
+        """The first line, as monitoring systems read it."""
+        return f"EFA-GUARD {STATUS[self.code]} - {self.summary}"
+
+    def emit(self, *, as_json: bool) -> int:
+        """Print the report; return the exit code."""
+        if as_json:
+            body = {"status": STATUS[self.code], "exit_code": self.code, "summary": self.summary}
+            print(json.dumps(body | self.data, indent=2, sort_keys=True))
+        else:
+            print(self.status_line)
+            for line in self.details:
+                print(line)
+        return self.code
+
+
+def _open(cfg: configmod.Config) -> tuple[Iptables, tuple[str, ...]]:
+    if cfg.backend == "auto":
+        found = detect(cfg.policy)
+        return Iptables(found.kind), found.warnings
+    return Iptables(cfg.backend), ()
+
+
+def _chains_data(insp: Inspection) -> list[dict[str, object]]:
+    return [
+        {
+            "chain": want.key,
+            "hook": want.hook,
+            "in_sync": want == have,
+            "exists": have.exists,
+            "rules": list(have.rules),
+            "jump_positions": [j.position for j in have.jumps],
+        }
+        for want, have in zip(insp.desired, insp.observed, strict=True)
+    ]
+
+
+def _drift_summary(insp: Inspection) -> str:
+    shown = "; ".join(d.describe() for d in insp.drifts[:_SHOWN_IN_SUMMARY])
+    more = len(insp.drifts) - _SHOWN_IN_SUMMARY
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _log_retry(attempt: int, wait: float, exc: BaseException) -> None:
+    from efa_guard.log import get_logger  # noqa: PLC0415 - lazy import keeps `check` fast
+
+    fields: dict[str, object] = {"attempt": attempt, "wait": round(wait, 3), "error": str(exc)}
+    if isinstance(exc, CommandError):
+        fields |= {"argv": list(exc.argv), "returncode": exc.returncode}
+    get_logger().warning("retry_scheduled", **fields)
+
+
+def _check_report(
+    cfg: configmod.Config, ipt: Iptables, warnings: tuple[str, ...], *, fix: bool
+) -> Report:
+    outcome: Outcome | None = None
+    if fix:
+        outcome = enforce(ipt, cfg.policy, on_retry=_log_retry)
+        insp = outcome.before
+    else:
+        insp = inspect(ipt, cfg.policy)
+    n = len(cfg.policy.chains)
+    data: dict[str, object] = {
+        "backend": ipt.kind,
+        "config": str(cfg.path),
+        "desired_sha256": insp.desired_hash,
+        "observed_sha256": insp.observed_hash,
+        "drift": [d.as_dict() for d in insp.drifts],
+        "warnings": list(warnings),
+        "chains": _chains_data(insp),
+        "corrected": bool(outcome and outcome.changed),
+    }
+    perf = f" | drift={len(insp.drifts)};;1 chains={n}"
+    details = [f"warning: {w}" for w in warnings]
+    if insp.in_sync:
+        code = WARNING if warnings else OK
+        digest = insp.desired_hash[:12]
+        summary = f"policy in place: {n} chains, {ipt.kind} backend, sha256 {digest}"
+        if warnings:
+            summary += f"; {warnings[0]}"
+        return Report(code, summary + perf, details, data)
+    details += [f"drift: {d.describe()}" for d in insp.drifts]
+    details.append(f"desired sha256 {insp.desired_hash}")
+    details.append(f"observed sha256 {insp.observed_hash}")
+    if outcome is not None:
+        data["observed_after_sha256"] = outcome.after.observed_hash
+        summary = f"corrected {len(insp.drifts)} drift(s) on {ipt.kind}: {_drift_summary(insp)}"
+        return Report(WARNING, summary + perf, details, data)
+    summary = f"{len(insp.drifts)} drift(s) on {ipt.kind}: {_drift_summary(insp)}"
+    return Report(CRITICAL, summary + perf, details, data)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """One-shot compliance check."""
+    try:
+        cfg = configmod.load(args.config)
+        ipt, warnings = _open(cfg)
+        report = _check_report(cfg, ipt, warnings, fix=args.fix)
+    except (ConfigError, IptablesMissingError, PrivilegeError) as e:
+        report = Report(UNKNOWN, str(e), data={"error": str(e), "config": str(args.config)})
+    except (CommandError, VerifyError) as e:
+        code = CRITICAL if args.fix else UNKNOWN
+        what = "could not correct drift" if args.fix else "cannot read iptables"
+        report = Report(code, f"{what}: {e}", data={"error": str(e), **_evidence(e)})
+    return report.emit(as_json=args.json)
+
+
+def _evidence(e: EfaGuardError) -> dict[str, object]:
+    if not isinstance(e, CommandError):
+        return {}
+    return {"argv": list(e.argv), "returncode": e.returncode, "stderr": e.stderr}
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """Assert the policy, or with --dry-run print what would be written."""
+    try:
+        cfg = configmod.load(args.config)
+        ipt, warnings = _open(cfg)
+        for w in warnings:
+            print(f"efa-guard: warning: {w}", file=sys.stderr)
+        if args.dry_run:
+            return _dry_run(cfg, ipt)
+        outcome = enforce(ipt, cfg.policy, on_retry=_log_retry)
+    except (ConfigError, IptablesMissingError, PrivilegeError) as e:
+        print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+    except (CommandError, VerifyError) as e:
+        print(f"efa-guard: could not assert the policy: {e}", file=sys.stderr)
+        if isinstance(e, CommandError) and e.stdin:
+            print("efa-guard: transaction was:\n" + e.stdin, file=sys.stderr, end="")
+        return CRITICAL
+    digest = outcome.after.observed_hash[:12]
+    if not outcome.changed:
+        print(f"efa-guard: policy already in place on {ipt.kind} (sha256 {digest}); no change")
+        return OK
+    tables = ", ".join(t.table for t in outcome.written)
+    print(f"efa-guard: policy asserted on {ipt.kind} (sha256 {digest}); rewrote tables: {tables}")
+    for d in outcome.before.drifts:
+        print(f"  corrected: {d.describe()}")
+    return OK
+
+
+def _dry_run(cfg: configmod.Config, ipt: Iptables) -> int:
+    insp = inspect(ipt, cfg.policy)
+    for d in insp.drifts:
+        print(f"# drift: {d.describe()}")
+    for txn in insp.transactions():
+        print(txn.text, end="")
+    if insp.in_sync:
+        print(f"# policy in place on {ipt.kind}; nothing to write")
+    return OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print the iptables-restore input of the policy; touches nothing."""
+    try:
+        cfg = configmod.load(args.config)
+    except ConfigError as e:
+        print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+    print(f"# efa-guard policy from {cfg.path}: feed to iptables-restore --noflush", end="\n")
+    print(restore_text(cfg.policy), end="")
+    return OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one subparser per command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"policy file (default {configmod.DEFAULT_PATH})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="efa-guard",
+        description="Keep EFA's management-interface iptables policy in place.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser(
+        "check",
+        parents=[common],
+        help="one-shot compliance check (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
+        description="Compare the kernel with the policy. Exit 0 OK, 1 WARNING (in place, with "
+        "a warning; or drift found and corrected by --fix), 2 CRITICAL (drift), 3 UNKNOWN.",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable report")
+    check.add_argument("--fix", action="store_true", help="re-assert the policy if it drifted")
+    check.set_defaults(func=cmd_check)
+
+    apply = sub.add_parser("apply", parents=[common], help="assert the policy (idempotent)")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="print the transaction instead of running it"
+    )
+    apply.set_defaults(func=cmd_apply)
+
+    render = sub.add_parser(
+        "render", parents=[common], help="print the policy as iptables-restore input"
+    )
+    render.set_defaults(func=cmd_render)
+    return parser
+
+
+def _version() -> str:
+    from efa_guard import __version__  # noqa: PLC0415
+
+    return f"efa-guard {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `efa-guard` console script."""
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = configmod.DEFAULT_PATH
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,244 @@
+"""TOML config -> a validated, frozen Config. Errors name the file, the key and the reason."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from efa_guard.errors import ConfigError
+from efa_guard.policy import (
+    HOOKS,
+    MAX_PORT,
+    MIN_PORT,
+    TABLES_WITH_CONNTRACK,
+    Chain,
+    Policy,
+    PortRange,
+    Protocol,
+    Rule,
+    Table,
+    normalize,
+    subtract,
+)
+
+DEFAULT_PATH = Path("/etc/efa-guard/efa-guard.toml")
+
+Backend = Literal["auto", "nft", "legacy"]
+BACKENDS: tuple[Backend, ...] = ("auto", "nft", "legacy")
+
+# IFNAMSIZ is 16 with the NUL; iptables accepts a trailing '+' as a wildcard.
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# XT_EXTENSION_MAXNAMELEN is 29 with the NUL.
+_CHAIN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,27}")
+_RESERVED_CHAINS = frozenset(
+    {"ACCEPT", "DROP", "QUEUE", "RETURN", "REJECT", "LOG", "MARK", "DNAT", "SNAT"}
+    | {"MASQUERADE", "REDIRECT", "NFQUEUE", "CT", "NOTRACK", "TRACE", "AUDIT"}
+    | {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+)
+_PORT_SPEC = re.compile(r"(\d{1,5})(?:\s*[-:]\s*(\d{1,5}))?")
+
+_TOP_KEYS = frozenset({"backend", "interface", "chain"})
+_CHAIN_KEYS = frozenset({"name", "table", "hook", "rule"})
+_RULE_KEYS = frozenset({"protocol", "ports", "except", "new_only", "interface"})
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration."""
+
+    path: Path
+    backend: Backend
+    interface: str
+    policy: Policy
+
+
+def load(path: Path) -> Config:
+    """Read and validate a config file; raise ConfigError naming what is wrong."""
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(where, "(file)", f"cannot read: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(where, "(file)", f"not UTF-8: {e}") from e
+    return parse(text, path=path)
+
+
+def parse(text: str, *, path: Path) -> Config:
+    """Validate TOML text as a config."""
+    where = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(where, "(syntax)", f"invalid TOML: {e}") from e
+    return _Validator(where).config(data, path)
+
+
+class _Validator:
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.where, key, reason)
+
+    def keys(self, table: dict[str, object], allowed: frozenset[str], prefix: str) -> None:
+        for key in table:
+            if key not in allowed:
+                name = f"{prefix}.{key}" if prefix else key
+                known = ", ".join(sorted(allowed))
+                raise self.fail(name, f"unknown key (known keys: {known})")
+
+    def required(self, table: dict[str, object], key: str, prefix: str) -> object:
+        if key not in table:
+            raise self.fail(f"{prefix}.{key}" if prefix else key, "missing required key")
+        return table[key]
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {_kind(value)}")
+        return value
+
+    def interface(self, value: object, key: str) -> str:
+        name = self.string(value, key)
+        base = name.removesuffix("+")
+        if not _IFNAME.fullmatch(base) or base in {".", ".."} or len(name) > 15:
+            reason = (
+                f"invalid interface name {name!r}: 1-15 characters of letters, digits, "
+                "'_', '.', '-', optionally ending in '+'"
+            )
+            raise self.fail(key, reason)
+        return name
+
+    def config(self, data: dict[str, object], path: Path) -> Config:
+        self.keys(data, _TOP_KEYS, "")
+        backend = self.string(data.get("backend", "auto"), "backend")
+        if backend not in BACKENDS:
+            raise self.fail("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        interface = self.interface(self.required(data, "interface", ""), "interface")
+        chains_raw = self.required(data, "chain", "")
+        if not isinstance(chains_raw, list) or not chains_raw:
+            raise self.fail("chain", "expected one or more [[chain]] tables")
+        chains = tuple(self.chain(c, f"chain[{i}]", interface) for i, c in enumerate(chains_raw))
+        self.unique(chains)
+        return Config(
+            path=path,
+            backend=backend,
+            interface=interface,
+            policy=Policy(chains),
+        )
+
+    def unique(self, chains: tuple[Chain, ...]) -> None:
+        names: dict[tuple[str, str], int] = {}
+        hooks: dict[tuple[str, str], int] = {}
+        for i, c in enumerate(chains):
+            if (c.table, c.name) in names:
+                first = names[(c.table, c.name)]
+                raise self.fail(
+                    f"chain[{i}].name", f"{c.table}/{c.name} is already defined by chain[{first}]"
+                )
+            if (c.table, c.hook) in hooks:
+                first = hooks[(c.table, c.hook)]
+                reason = (
+                    f"chain[{first}] already hooks {c.table}/{c.hook}; only one jump can be first"
+                )
+                raise self.fail(f"chain[{i}].hook", reason)
+            names[(c.table, c.name)] = i
+            hooks[(c.table, c.hook)] = i
+
+    def chain(self, raw: object, prefix: str, interface: str) -> Chain:
+        if not isinstance(raw, dict):
+            raise self.fail(prefix, f"expected a table, got {_kind(raw)}")
+        self.keys(raw, _CHAIN_KEYS, prefix)
+        name = self.string(self.required(raw, "name", prefix), f"{prefix}.name")
+        if not _CHAIN.fullmatch(name) or name.upper() in _RESERVED_CHAINS:
+            raise self.fail(
+                f"{prefix}.name",
+                f"invalid chain name {name!r}: 1-28 characters of letters, digits, '_', '-', "
+                "starting with a letter, not a built-in chain or target",
+            )
+        if name.startswith("KUBE-"):
+            raise self.fail(f"{prefix}.name", f"{name!r}: KUBE-* chains belong to kube-proxy")
+        table = self.string(self.required(raw, "table", prefix), f"{prefix}.table")
+        if table not in HOOKS:
+            raise self.fail(f"{prefix}.table", f"must be one of {', '.join(HOOKS)}, got {table!r}")
+        hook = self.string(self.required(raw, "hook", prefix), f"{prefix}.hook")
+        if hook not in HOOKS[table]:
+            allowed = ", ".join(HOOKS[table])
+            raise self.fail(
+                f"{prefix}.hook",
+                f"{hook!r} cannot hook a chain in table {table} (allowed: {allowed})",
+            )
+        rules_raw = self.required(raw, "rule", prefix)
+        if not isinstance(rules_raw, list) or not rules_raw:
+            raise self.fail(f"{prefix}.rule", "expected one or more [[chain.rule]] tables")
+        rules = tuple(
+            self.rule(r, f"{prefix}.rule[{i}]", cast("Table", table), interface)
+            for i, r in enumerate(rules_raw)
+        )
+        return Chain(table=cast("Table", table), name=name, hook=hook, rules=rules)
+
+    def rule(self, raw: object, prefix: str, table: Table, interface: str) -> Rule:
+        if not isinstance(raw, dict):
+            raise self.fail(prefix, f"expected a table, got {_kind(raw)}")
+        self.keys(raw, _RULE_KEYS, prefix)
+        protocol = self.string(self.required(raw, "protocol", prefix), f"{prefix}.protocol")
+        if protocol not in ("tcp", "udp"):
+            raise self.fail(f"{prefix}.protocol", f"must be tcp or udp, got {protocol!r}")
+        ports = self.ports(self.required(raw, "ports", prefix), f"{prefix}.ports")
+        if not ports:
+            raise self.fail(f"{prefix}.ports", "expected at least one port")
+        excepted = self.ports(raw.get("except", []), f"{prefix}.except")
+        for i, cut in enumerate(excepted):
+            if subtract((cut,), ports):
+                raise self.fail(f"{prefix}.except[{i}]", f"{cut} is not inside ports")
+        blocked = subtract(ports, excepted)
+        if not blocked:
+            raise self.fail(f"{prefix}.except", "excepts every port: the rule would match nothing")
+        new_only = raw.get("new_only", False)
+        if not isinstance(new_only, bool):
+            raise self.fail(f"{prefix}.new_only", f"expected true or false, got {_kind(new_only)}")
+        if new_only and table not in TABLES_WITH_CONNTRACK:
+            raise self.fail(
+                f"{prefix}.new_only",
+                f"conntrack state is not known yet in table {table}; remove new_only",
+            )
+        iface = interface
+        if "interface" in raw:
+            iface = self.interface(raw["interface"], f"{prefix}.interface")
+        return Rule(
+            protocol=cast("Protocol", protocol), ports=blocked, interface=iface, new_only=new_only
+        )
+
+    def ports(self, raw: object, key: str) -> tuple[PortRange, ...]:
+        if not isinstance(raw, list):
+            raise self.fail(key, f"expected a list of ports, got {_kind(raw)}")
+        return normalize(self.port(item, f"{key}[{i}]") for i, item in enumerate(raw))
+
+    def port(self, item: object, key: str) -> PortRange:
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise self.fail(key, f'expected a port number or "first-last", got {_kind(item)}')
+        if isinstance(item, int):
+            first = last = item
+        else:
+            m = _PORT_SPEC.fullmatch(item.strip())
+            if not m:
+                raise self.fail(key, f'invalid port {item!r}: expected N or "N-M"')
+            first = int(m.group(1))
+            last = int(m.group(2)) if m.group(2) else first
+        for p in (first, last):
+            if not MIN_PORT <= p <= MAX_PORT:
+                raise self.fail(key, f"port {p} is out of range {MIN_PORT}-{MAX_PORT}")
+        if first > last:
+            raise self.fail(key, f"range {first}-{last} is reversed")
+        return PortRange(first, last)
+
+
+def _kind(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+    names |= {list: "a list", dict: "a table"}
+    return names.get(type(value), type(value).__name__)

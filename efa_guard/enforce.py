@@ -1,0 +1,119 @@
+"""Check and assert the policy: read, compare, one transaction per table, read back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from efa_guard.errors import ConcurrentChangeError, VerifyError
+from efa_guard.iptables import Iptables
+from efa_guard.plan import Drift, Transaction, diff, plan
+from efa_guard.policy import Policy
+from efa_guard.render import desired_states
+from efa_guard.state import ChainState, digest
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """The kernel compared with the policy at one moment."""
+
+    backend: str
+    desired: tuple[ChainState, ...]
+    observed: tuple[ChainState, ...]
+    drifts: tuple[Drift, ...]
+
+    @property
+    def in_sync(self) -> bool:
+        """No difference at all."""
+        return self.desired == self.observed
+
+    @property
+    def desired_hash(self) -> str:
+        """SHA-256 of the policy's canonical form."""
+        return digest(self.desired)
+
+    @property
+    def observed_hash(self) -> str:
+        """SHA-256 of what the kernel holds, in the same form."""
+        return digest(self.observed)
+
+    def transactions(self) -> tuple[Transaction, ...]:
+        """What it would take to remove the drift."""
+        return plan(zip(self.desired, self.observed, strict=True))
+
+
+def inspect(ipt: Iptables, policy: Policy) -> Inspection:
+    """Read the owned chains and compare them with the policy."""
+    desired = desired_states(policy)
+    observed = ipt.read(policy)
+    pairs = zip(desired, observed, strict=True)
+    drifts = tuple(d for want, have in pairs for d in diff(want, have))
+    return Inspection(backend=ipt.kind, desired=desired, observed=observed, drifts=drifts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `enforce` found, what it wrote, and what the kernel holds afterwards."""
+
+    before: Inspection
+    written: tuple[Transaction, ...]
+    after: Inspection
+    attempts: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was written."""
+        return bool(self.written)
+
+
+RetryHook = Callable[[int, float, BaseException], None]
+
+
+def enforce(
+    ipt: Iptables,
+    policy: Policy,
+    *,
+    attempts: int = 5,
+    max_wait: float = 1.0,
+    on_retry: RetryHook | None = None,
+) -> Outcome:
+    """Assert the policy. Lost races are retried with jittered backoff; anything else raises."""
+    from tenacity import (  # noqa: PLC0415 - lazy: `check` without --fix never needs it
+        RetryCallState,
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        if on_retry is not None and exc is not None:
+            on_retry(state.attempt_number, wait, exc)
+
+    first: Inspection | None = None
+    written: list[Transaction] = []
+    retrying = Retrying(
+        retry=retry_if_exception_type(ConcurrentChangeError),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.02, max=max_wait),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    count = 0
+    for attempt in retrying:
+        with attempt:
+            count += 1
+            seen = inspect(ipt, policy)
+            first = first or seen
+            for txn in seen.transactions():
+                ipt.restore(txn)
+                written.append(txn)
+    assert first is not None  # noqa: S101 - Retrying ran at least once or raised
+    after = inspect(ipt, policy) if written else first
+    if not after.in_sync:
+        left = "; ".join(d.describe() for d in after.drifts)
+        msg = f"iptables accepted the transaction but the policy still differs: {left}"
+        raise VerifyError(msg)
+    return Outcome(before=first, written=tuple(written), after=after, attempts=count)

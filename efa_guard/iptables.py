@@ -1,0 +1,235 @@
+"""The only place that runs iptables: backend choice, reading chains, atomic restore."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from efa_guard.errors import (
+    CommandError,
+    ConcurrentChangeError,
+    IptablesMissingError,
+    PrivilegeError,
+)
+from efa_guard.observe import observe
+from efa_guard.plan import Transaction
+from efa_guard.policy import Policy
+from efa_guard.state import ChainState
+
+Kind = Literal["nft", "legacy"]
+KINDS: tuple[Kind, ...] = ("nft", "legacy")
+
+# kube-proxy and kubelet mark the backend they use with these chains in mangle.
+KUBE_HINTS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
+_SEARCH_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
+_LEGACY_TABLES = Path("/proc/net/ip_tables_names")
+_NO_CHAIN = (
+    "No chain/target/match by that name",  # legacy
+    "incompatible, use 'nft' tool",  # nft, for a chain that does not exist
+    "does not exist",
+)
+_NO_PRIVILEGE = ("Permission denied", "Operation not permitted")
+_FAILED_LINE = re.compile(r"line (\d+) failed")
+_RESOURCE_PROBLEM = 4  # iptables' exit code for "lock held" and similar
+
+
+def _which(name: str) -> str | None:
+    path = os.environ.get("PATH", "")
+    return shutil.which(name, path=f"{path}:{_SEARCH_PATH}" if path else _SEARCH_PATH)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Which backend `auto` chose, why, and what looked wrong."""
+
+    kind: Kind
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class Iptables:
+    """Runs one backend's iptables binaries; every failure carries its evidence."""
+
+    kind: Kind
+    wait_seconds: int = 5
+    _paths: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def binary(self, tool: Literal["iptables", "iptables-restore", "iptables-save"]) -> str:
+        """Absolute path of one tool of this backend."""
+        name = tool.replace("iptables", f"iptables-{self.kind}", 1)
+        if name not in self._paths:
+            found = _which(name)
+            if found is None:
+                msg = f"{name} not found (install the iptables package)"
+                raise IptablesMissingError(msg)
+            self._paths[name] = found
+        return self._paths[name]
+
+    def _argv(self, table: str, *args: str) -> list[str]:
+        return [self.binary("iptables"), f"--wait={self.wait_seconds}", "-t", table, *args]
+
+    def list_chains(self, requests: Sequence[tuple[str, str]]) -> list[str | None]:
+        """`-S` listings of (table, chain) pairs, run concurrently; None for a missing chain."""
+        procs = [(argv, _spawn(argv)) for argv in (self._argv(t, "-S", c) for t, c in requests)]
+        finished = [(argv, *proc.communicate(), proc.returncode) for argv, proc in procs]
+        results: list[str | None] = []
+        for argv, out, err, rc in finished:
+            if rc == 0:
+                results.append(out)
+                continue
+            _raise_for_privilege(argv, rc, out, err)
+            if rc == 1 and any(s in err for s in _NO_CHAIN):
+                results.append(None)
+                continue
+            raise CommandError(argv, rc, out, err)
+        return results
+
+    def read(self, policy: Policy) -> tuple[ChainState, ...]:
+        """Observe each owned chain and the jumps to it: cost independent of foreign rules."""
+        requests: list[tuple[str, str]] = []
+        for c in policy.chains:
+            requests += [(c.table, c.name), (c.table, c.hook)]
+        listings = self.list_chains(requests)
+        states = []
+        for i, chain in enumerate(policy.chains):
+            own, hook = listings[2 * i], listings[2 * i + 1]
+            if hook is None:
+                argv = self._argv(chain.table, "-S", chain.hook)
+                msg = f"built-in chain {chain.table}/{chain.hook} cannot be read"
+                raise CommandError(argv, 1, "", msg)
+            states.append(observe(chain, own, hook))
+        return tuple(states)
+
+    def restore(self, txn: Transaction) -> None:
+        """Apply one table's transaction atomically with iptables-restore --noflush."""
+        argv = [self.binary("iptables-restore"), "--noflush", f"--wait={self.wait_seconds}"]
+        proc = subprocess.run(  # noqa: PLW1510 - the return code is inspected below
+            argv, input=txn.text, capture_output=True, text=True, env=_env()
+        )
+        if proc.returncode == 0:
+            return
+        _raise_for_privilege(argv, proc.returncode, proc.stdout, proc.stderr)
+        if _is_race(proc.returncode, proc.stderr, txn.text):
+            raise ConcurrentChangeError(argv, proc.returncode, proc.stdout, proc.stderr, txn.text)
+        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, txn.text)
+
+    def mangle_listing(self) -> str | None:
+        """The whole mangle table (small: kube-proxy only marks its backend there)."""
+        argv = self._argv("mangle", "-S")
+        proc = _spawn(argv)
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            _raise_for_privilege(argv, proc.returncode, out, err)
+            return None
+        return out
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"  # messages we match on are the untranslated ones
+    return env
+
+
+def _spawn(argv: Sequence[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+
+
+def _raise_for_privilege(argv: Sequence[str], rc: int, out: str, err: str) -> None:
+    if any(s in err for s in _NO_PRIVILEGE):
+        msg = f"not permitted to use iptables (run as root or with CAP_NET_ADMIN): {err.strip()}"
+        raise PrivilegeError(msg) from CommandError(argv, rc, out, err)
+
+
+def _is_race(rc: int, stderr: str, text: str) -> bool:
+    """A held lock, or a delete of a rule that moved since we read it."""
+    if rc == _RESOURCE_PROBLEM or "xtables lock" in stderr:
+        return True
+    m = _FAILED_LINE.search(stderr)
+    if not m:
+        return False
+    lines = text.splitlines()
+    n = int(m.group(1))
+    return 0 < n <= len(lines) and lines[n - 1].startswith("-D ")
+
+
+def _has_hint(listing: str | None) -> bool:
+    if listing is None:
+        return False
+    return any(f"-N {h}" in listing.splitlines() for h in KUBE_HINTS)
+
+
+def _legacy_tables() -> frozenset[str]:
+    try:
+        return frozenset(_LEGACY_TABLES.read_text().split())
+    except OSError:
+        return frozenset()
+
+
+def _system_default() -> Kind:
+    found = _which("iptables")
+    if found is not None and "legacy" in Path(found).resolve().name:
+        return "legacy"
+    return "nft"
+
+
+def detect(policy: Policy) -> Detection:
+    """Pick the backend kube-proxy uses, as kube-proxy's iptables-wrapper and Calico do."""
+    legacy_loaded = _legacy_tables()
+    hints: dict[Kind, bool] = {"nft": False, "legacy": False}
+    available = {k: _which(f"iptables-{k}") is not None for k in KINDS}
+    if available["nft"]:
+        hints["nft"] = _has_hint(Iptables("nft").mangle_listing())
+    # Reading a legacy table that is not loaded would load it: look first.
+    if available["legacy"] and "mangle" in legacy_loaded:
+        hints["legacy"] = _has_hint(Iptables("legacy").mangle_listing())
+    if hints["nft"]:
+        kind: Kind = "nft"
+        reason = "kube-proxy's hint chains are in nft mangle"
+    elif hints["legacy"]:
+        kind, reason = "legacy", "kube-proxy's hint chains are in legacy mangle"
+    else:
+        kind, reason = _system_default(), "no kube-proxy hint; the system's iptables"
+    if not available[kind]:
+        msg = f"iptables-{kind} not found (install the iptables package)"
+        raise IptablesMissingError(msg)
+    other: Kind = "legacy" if kind == "nft" else "nft"
+    held = []
+    if hints[other]:
+        held.append(f"kube-proxy hint chains in {other} mangle")
+    held += _owned_in(other, policy, legacy_loaded) if available[other] else []
+    warnings: tuple[str, ...] = ()
+    if held:
+        warning = (
+            f"both iptables backends hold rules ({'; '.join(held)}); "
+            f"using {kind}. Rules in both are evaluated by the kernel."
+        )
+        warnings = (warning,)
+    return Detection(kind=kind, reason=reason, warnings=warnings)
+
+
+def _owned_in(kind: Kind, policy: Policy, legacy_loaded: frozenset[str]) -> list[str]:
+    chains = policy.chains
+    if kind == "legacy":
+        chains = tuple(c for c in chains if c.table in legacy_loaded)
+    if not chains:
+        return []
+    listings = Iptables(kind).list_chains([(c.table, c.name) for c in chains])
+    return [
+        f"{c.table}/{c.name} exists in {kind}"
+        for c, listing in zip(chains, listings, strict=True)
+        if listing is not None
+    ]

@@ -1,0 +1,67 @@
+"""`iptables -S CHAIN` text -> observed chain state. Pure: text in, values out."""
+
+from __future__ import annotations
+
+import shlex
+
+from efa_guard.policy import Chain
+from efa_guard.state import ChainState, Jump
+
+
+class ParseError(ValueError):
+    """iptables printed something we do not understand."""
+
+
+def rules_of(text: str, chain: str) -> tuple[str, ...]:
+    """The `-A` lines of one chain's `-S` listing, checking that it is that chain."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        msg = f"empty listing for chain {chain}"
+        raise ParseError(msg)
+    header = lines[0].split()
+    if header[:2] not in (["-N", chain], ["-P", chain]):
+        msg = f"listing for chain {chain} starts with {lines[0]!r}"
+        raise ParseError(msg)
+    rules = tuple(lines[1:])
+    for rule in rules:
+        if not rule.startswith(f"-A {chain} "):
+            msg = f"unexpected line in listing of chain {chain}: {rule!r}"
+            raise ParseError(msg)
+    return rules
+
+
+def targets(rule: str) -> tuple[str, ...]:
+    """The chains a rule jumps or goes to (`-j X`, `-g X`)."""
+    try:
+        tokens = shlex.split(rule)
+    except ValueError as e:
+        msg = f"cannot tokenize rule {rule!r}: {e}"
+        raise ParseError(msg) from e
+    return tuple(
+        tokens[i + 1]
+        for i, tok in enumerate(tokens[:-1])
+        if tok in ("-j", "-g", "--jump", "--goto")
+    )
+
+
+def jumps_to(hook_rules: tuple[str, ...], chain: str) -> tuple[Jump, ...]:
+    """Every rule of the hook chain that references `chain`, with its 1-based position."""
+    return tuple(
+        Jump(position=i, rule=rule)
+        for i, rule in enumerate(hook_rules, start=1)
+        if f" {chain}" in rule and chain in targets(rule)
+    )
+
+
+def observe(chain: Chain, chain_listing: str | None, hook_listing: str) -> ChainState:
+    """Build the observed state; `chain_listing` is None when the chain does not exist."""
+    rules = () if chain_listing is None else rules_of(chain_listing, chain.name)
+    hook_rules = rules_of(hook_listing, chain.hook)
+    return ChainState(
+        table=chain.table,
+        name=chain.name,
+        hook=chain.hook,
+        exists=chain_listing is not None,
+        rules=rules,
+        jumps=jumps_to(hook_rules, chain.name),
+    )

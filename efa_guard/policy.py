@@ -1,0 +1,133 @@
+"""The pure policy model: owned chains, their rules and hooks, and port-set arithmetic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Protocol = Literal["tcp", "udp"]
+Table = Literal["filter", "raw", "mangle"]
+
+MIN_PORT = 1
+MAX_PORT = 65535
+
+# Built-in chains that see a packet's input interface, per table: the only places a
+# rule on the management interface (`-i`) can be hooked.
+HOOKS: dict[str, tuple[str, ...]] = {
+    "filter": ("INPUT", "FORWARD"),
+    "raw": ("PREROUTING",),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD"),
+}
+# Conntrack runs after raw: a ctstate match there never sees NEW.
+TABLES_WITH_CONNTRACK = frozenset({"filter", "mangle"})
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """An inclusive range of ports; a single port when first == last."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not MIN_PORT <= self.first <= self.last <= MAX_PORT:
+            msg = f"invalid port range {self.first}-{self.last}"
+            raise ValueError(msg)
+
+    def __str__(self) -> str:
+        """Render as iptables prints it: `111` or `1024:6513`."""
+        return str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
+
+    @property
+    def multiport_slots(self) -> int:
+        """How many of multiport's 15 slots this entry uses (a range takes two)."""
+        return 1 if self.first == self.last else 2
+
+    def __contains__(self, port: object) -> bool:
+        """Whether an int port lies inside the range."""
+        return isinstance(port, int) and self.first <= port <= self.last
+
+
+def normalize(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    """Sort and merge overlapping or adjacent ranges."""
+    merged: list[PortRange] = []
+    for r in sorted(ranges):
+        if merged and r.first <= merged[-1].last + 1:
+            last = merged[-1]
+            merged[-1] = PortRange(last.first, max(last.last, r.last))
+        else:
+            merged.append(r)
+    return tuple(merged)
+
+
+def subtract(ranges: Iterable[PortRange], removed: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    """The ports in `ranges` that are not in `removed`, normalized."""
+    result = list(normalize(ranges))
+    for cut in normalize(removed):
+        kept: list[PortRange] = []
+        for r in result:
+            if cut.last < r.first or cut.first > r.last:
+                kept.append(r)
+                continue
+            if r.first < cut.first:
+                kept.append(PortRange(r.first, cut.first - 1))
+            if cut.last < r.last:
+                kept.append(PortRange(cut.last + 1, r.last))
+        result = kept
+    return tuple(result)
+
+
+MULTIPORT_SLOTS = 15
+
+
+def multiport_chunks(ranges: tuple[PortRange, ...]) -> tuple[tuple[PortRange, ...], ...]:
+    """Split ranges into groups that fit one `-m multiport` match (15 slots each)."""
+    chunks: list[tuple[PortRange, ...]] = []
+    current: list[PortRange] = []
+    used = 0
+    for r in ranges:
+        if used + r.multiport_slots > MULTIPORT_SLOTS:
+            chunks.append(tuple(current))
+            current, used = [], 0
+        current.append(r)
+        used += r.multiport_slots
+    if current:
+        chunks.append(tuple(current))
+    return tuple(chunks)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Drop traffic to `ports` of `protocol` arriving on `interface`."""
+
+    protocol: Protocol
+    ports: tuple[PortRange, ...]
+    interface: str
+    new_only: bool = False
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chain efa-guard owns: its whole content, and one jump first in `hook`."""
+
+    table: Table
+    name: str
+    hook: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The set of owned chains."""
+
+    chains: tuple[Chain, ...]
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables the policy touches, in first-mention order."""
+        return tuple(dict.fromkeys(c.table for c in self.chains))
+
+    def chains_in(self, table: str) -> tuple[Chain, ...]:
+        """The owned chains of one table."""
+        return tuple(c for c in self.chains if c.table == table)

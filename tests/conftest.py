@@ -1,0 +1,42 @@
+"""Shared fixtures. Tests that need the kernel are skipped on a laptop, but fail in CI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config" / "efa-guard.toml"
+
+_skipped: list[str] = []
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip the test when `condition` is false; in CI, fail it instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and a requirement is missing: {reason}")
+    pytest.skip(reason)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember every skip, to turn them into a failure in CI."""
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is an error: the machine must have everything."""
+    if IN_CI and _skipped and exitstatus == 0:
+        print(f"\nCI=true but {len(_skipped)} test(s) were skipped: {', '.join(_skipped)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def default_config_text() -> str:
+    """The shipped default policy."""
+    return DEFAULT_CONFIG.read_text()
