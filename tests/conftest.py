@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "config" / "efa-guard.toml"
+from support import DEFAULT_CONFIG, IN_CI
 
 _skipped: list[str] = []
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip the test when `condition` is false; in CI, fail it instead."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and a requirement is missing: {reason}")
-    pytest.skip(reason)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -1,0 +1,124 @@
+"""enforce() against a stateful fake: lost races are retried, other failures surface at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from efa_guard.config import parse
+from efa_guard.enforce import enforce
+from efa_guard.errors import CommandError, ConcurrentChangeError, VerifyError
+from efa_guard.iptables import _is_race
+from efa_guard.plan import Transaction
+from efa_guard.policy import Policy
+from efa_guard.render import desired_states
+from efa_guard.state import ChainState
+
+CFG = parse((Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text(), path=Path("c"))
+
+
+@dataclass
+class FakeIptables:
+    """Holds chain states; a restore makes the written chains desired, after `races` failures."""
+
+    states: dict[str, ChainState]
+    races: int = 0
+    fail: CommandError | None = None
+    broken: bool = False  # accepts writes but changes nothing
+    restores: list[str] = field(default_factory=list)
+    kind: str = "nft"
+
+    def read(self, policy: Policy) -> tuple[ChainState, ...]:
+        """The current states, in policy order."""
+        return tuple(self.states[f"{c.table}/{c.name}"] for c in policy.chains)
+
+    def restore(self, txn: Transaction) -> None:
+        """Apply, or fail as told."""
+        self.restores.append(txn.table)
+        if self.fail is not None:
+            raise self.fail
+        if self.races:
+            self.races -= 1
+            raise ConcurrentChangeError(["iptables-restore"], 4, "", "xtables lock", txn.text)
+        if self.broken:
+            return
+        for want in desired_states(CFG.policy):
+            if want.key in txn.chains:
+                self.states[want.key] = want
+
+
+def fake(**kwargs: object) -> FakeIptables:
+    """A fake where every owned chain is missing."""
+    missing = {
+        s.key: replace(s, exists=False, rules=(), jumps=()) for s in desired_states(CFG.policy)
+    }
+    return FakeIptables(states=missing, **kwargs)  # type: ignore[arg-type]
+
+
+def test_in_sync_writes_nothing() -> None:
+    """A compliant system is never 'corrected'."""
+    ipt = fake()
+    ipt.states = {s.key: s for s in desired_states(CFG.policy)}
+    out = enforce(ipt, CFG.policy)  # type: ignore[arg-type]
+    assert not out.changed
+    assert ipt.restores == []
+
+
+def test_one_transaction_per_drifted_table() -> None:
+    """Both tables drifted: two restores, then in sync."""
+    ipt = fake()
+    out = enforce(ipt, CFG.policy)  # type: ignore[arg-type]
+    assert ipt.restores == ["filter", "raw"]
+    assert out.after.in_sync
+    assert len(out.before.drifts) == 4
+
+
+def test_lost_races_are_retried_and_logged() -> None:
+    """Two lost races, then success; each retry reported with attempt and wait."""
+    ipt = fake(races=2)
+    seen: list[tuple[int, float]] = []
+    out = enforce(ipt, CFG.policy, max_wait=0.01, on_retry=lambda n, w, _e: seen.append((n, w)))  # type: ignore[arg-type]
+    assert out.after.in_sync
+    assert out.attempts == 3
+    assert [n for n, _ in seen] == [1, 2]
+    assert all(0 <= w <= 0.01 for _, w in seen)
+
+
+def test_retries_are_capped() -> None:
+    """A race that never ends surfaces after the attempt cap."""
+    ipt = fake(races=100)
+    with pytest.raises(ConcurrentChangeError):
+        enforce(ipt, CFG.policy, attempts=3, max_wait=0.001)  # type: ignore[arg-type]
+    assert len(ipt.restores) == 3
+
+
+def test_other_failures_are_not_retried() -> None:
+    """A plain command error surfaces at once, with its evidence."""
+    err = CommandError(["iptables-restore"], 2, "", "line 3 failed", "*filter\n")
+    ipt = fake(fail=err)
+    with pytest.raises(CommandError) as info:
+        enforce(ipt, CFG.policy)  # type: ignore[arg-type]
+    assert info.value is err
+    assert ipt.restores == ["filter"]
+
+
+def test_accepted_but_ineffective_write_is_a_verify_error() -> None:
+    """If reading back still shows drift, enforce says so instead of claiming success."""
+    with pytest.raises(VerifyError, match="still differs"):
+        enforce(fake(broken=True), CFG.policy)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rc", "stderr", "text", "race"),
+    [
+        (4, "Another app is currently holding the xtables lock.", "", True),
+        (1, "iptables-restore: line 2 failed", "*filter\n-D INPUT -j X\nCOMMIT\n", True),
+        (1, "iptables-restore: line 2 failed", "*filter\n-A X -j Y\nCOMMIT\n", False),
+        (2, "Bad argument", "*filter\n", False),
+    ],
+)
+def test_race_classification(rc: int, stderr: str, text: str, race: bool) -> None:
+    """Only a held lock or a failed delete line counts as a lost race."""
+    assert _is_race(rc, stderr, text) is race
