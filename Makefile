@@ -33,8 +33,9 @@ $(VENV_OLD)/.installed: $(VENV)/.installed
 
 deps: $(VENV)/.installed $(VENV_OLD)/.installed
 
+BACKEND ?= nft
 demo: $(VENV)/.installed
-	$(VENV)/bin/python tests/demo.py
+	$(VENV)/bin/python tests/demo.py --backend $(BACKEND)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check efa_guard tests
