@@ -197,7 +197,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN
-    print(f"# efa-guard policy from {cfg.path}: feed to iptables-restore --noflush", end="\n")
+    print(f"# efa-guard policy from {cfg.path}, as iptables-restore --noflush input.")
+    print("# For a node without the policy: it inserts the jumps, so on a node that has it")
+    print("# they would be doubled. `efa-guard apply` corrects any state atomically.")
     print(restore_text(cfg.policy), end="")
     return OK
 

@@ -53,7 +53,7 @@ class Drift:
             case DriftKind.JUMP_MISSING:
                 return f"{self.chain}: jump missing: {self.expected}"
             case DriftKind.JUMP_NOT_FIRST:
-                return f"{self.chain}: jump is not the first rule{where}: {self.observed}"
+                return f"{self.chain}: jump at position {self.position}, not first: {self.observed}"
             case DriftKind.JUMP_DUPLICATED:
                 return f"{self.chain}: extra jump{where}: {self.observed}"
         return f"{self.chain}: {self.kind}"  # pragma: no cover - match is exhaustive

@@ -45,7 +45,7 @@ TAMPERS: list[tuple[str, list[list[str]], str | None, str]] = [
         "ACCEPT above the jump",
         [["-I", "INPUT", "1", "-p", "tcp", "--dport", "3306", "-j", "ACCEPT"]],
         None,
-        "filter/EFA_INPUT: jump is not the first rule at position 2",
+        "filter/EFA_INPUT: jump at position 2, not first",
     ),
     (
         "delete the jump",
@@ -60,7 +60,7 @@ TAMPERS: list[tuple[str, list[list[str]], str | None, str]] = [
         None,
         "raw/EFA_NODEPORTS: jump missing",
     ),
-    ("kube-proxy restart", [], KUBE_RESTART, "jump is not the first rule at position 3"),
+    ("kube-proxy restart", [], KUBE_RESTART, "jump at position 3, not first"),
     ("iptables -F", [["-F"]], None, "filter/EFA_INPUT: rule 1 missing"),
 ]
 
