@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep EFA's management-interface iptables policy in place.",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser(
@@ -245,10 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    from efa_guard import __version__  # noqa: PLC0415
+class _VersionAction(argparse.Action):
+    """--version, resolved only when asked (importlib.metadata is slow to import)."""
 
-    return f"efa-guard {__version__}"
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,  # noqa: ARG002 - argparse's signature
+        values: object,  # noqa: ARG002
+        option_string: str | None = None,  # noqa: ARG002
+    ) -> None:
+        from efa_guard import __version__  # noqa: PLC0415
+
+        print(f"efa-guard {__version__}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

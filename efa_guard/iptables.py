@@ -120,15 +120,12 @@ class Iptables:
             raise ConcurrentChangeError(argv, proc.returncode, proc.stdout, proc.stderr, txn.text)
         raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, txn.text)
 
-    def mangle_listing(self) -> str | None:
-        """The whole mangle table (small: kube-proxy only marks its backend there)."""
-        argv = self._argv("mangle", "-S")
-        proc = _spawn(argv)
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            _raise_for_privilege(argv, proc.returncode, out, err)
-            return None
-        return out
+    def has_kube_hint(self) -> bool:
+        """Whether kube-proxy's hint chains exist in mangle.
+
+        Listed by name: listing the whole table costs more as kube-proxy's rules grow, on nft.
+        """
+        return any(x is not None for x in self.list_chains([("mangle", h) for h in KUBE_HINTS]))
 
 
 def _env() -> dict[str, str]:
@@ -166,12 +163,6 @@ def _is_race(rc: int, stderr: str, text: str) -> bool:
     return 0 < n <= len(lines) and lines[n - 1].startswith("-D ")
 
 
-def _has_hint(listing: str | None) -> bool:
-    if listing is None:
-        return False
-    return any(f"-N {h}" in listing.splitlines() for h in KUBE_HINTS)
-
-
 def _legacy_tables() -> frozenset[str]:
     try:
         return frozenset(_LEGACY_TABLES.read_text().split())
@@ -192,10 +183,10 @@ def detect(policy: Policy) -> Detection:
     hints: dict[Kind, bool] = {"nft": False, "legacy": False}
     available = {k: _which(f"iptables-{k}") is not None for k in KINDS}
     if available["nft"]:
-        hints["nft"] = _has_hint(Iptables("nft").mangle_listing())
+        hints["nft"] = Iptables("nft").has_kube_hint()
     # Reading a legacy table that is not loaded would load it: look first.
     if available["legacy"] and "mangle" in legacy_loaded:
-        hints["legacy"] = _has_hint(Iptables("legacy").mangle_listing())
+        hints["legacy"] = Iptables("legacy").has_kube_hint()
     if hints["nft"]:
         kind: Kind = "nft"
         reason = "kube-proxy's hint chains are in nft mangle"
