@@ -204,6 +204,48 @@ def cmd_render(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon."""
+    from efa_guard import daemon, log  # noqa: PLC0415 - heavy imports, daemon only
+
+    log.configure(args.log_format)
+    logger = log.get_logger()
+    try:
+        cfg = configmod.load(args.config)
+    except ConfigError as e:
+        logger.error(
+            "config_rejected",
+            message=f"cannot start: {e}",
+            path=e.path,
+            key=e.key,
+            reason=e.reason,
+        )
+        print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+    try:
+        return daemon.run(cfg, logger)
+    except (IptablesMissingError, PrivilegeError) as e:
+        logger.error("correction_failed", message=f"cannot start: {e}", error=str(e))
+        print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Past corrections from the journal."""
+    from efa_guard import history  # noqa: PLC0415
+
+    try:
+        entries = history.read(since=args.since)
+    except EfaGuardError as e:
+        print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+    else:
+        print(history.table(entries))
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one subparser per command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -242,6 +284,29 @@ def build_parser() -> argparse.ArgumentParser:
         "render", parents=[common], help="print the policy as iptables-restore input"
     )
     render.set_defaults(func=cmd_render)
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="the daemon: assert the policy and keep it in place",
+        description="Assert the policy, then re-assert it whenever nf_tables events, link "
+        "events, a config edit, SIGHUP or the timer show drift. SIGTERM stops it; the policy "
+        "stays in place.",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("auto", "journal", "json", "console"),
+        default="auto",
+        help="auto: journal under systemd, console on a terminal, JSON lines otherwise",
+    )
+    run.set_defaults(func=cmd_run)
+
+    hist = sub.add_parser(
+        "history", parents=[common], help="past corrections, read from the journal"
+    )
+    hist.add_argument("--since", help="as journalctl --since: '1 hour ago', 'today', a date")
+    hist.add_argument("--json", action="store_true", help="machine-readable")
+    hist.set_defaults(func=cmd_history)
     return parser
 
 

@@ -40,9 +40,30 @@ _RESERVED_CHAINS = frozenset(
 )
 _PORT_SPEC = re.compile(r"(\d{1,5})(?:\s*[-:]\s*(\d{1,5}))?")
 
-_TOP_KEYS = frozenset({"backend", "interface", "chain"})
+_TOP_KEYS = frozenset({"backend", "interface", "chain", "daemon"})
 _CHAIN_KEYS = frozenset({"name", "table", "hook", "rule"})
 _RULE_KEYS = frozenset({"protocol", "ports", "except", "new_only", "interface"})
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """Tuning of `efa-guard run`; the defaults suit a production node."""
+
+    interval: float = 10.0  # seconds between safety-net checks (the only signal on legacy)
+    follow_up: float = 2.0  # re-check this long after an interface event (ifup hooks run late)
+    contest_threshold: int = 5  # this many corrections ...
+    contest_window: float = 10.0  # ... within this many seconds is a fight
+    backoff_max: float = 5.0  # cap of the delay between corrections during a fight
+
+
+# key -> (type, minimum, maximum)
+_DAEMON_KEYS: dict[str, tuple[type, float, float]] = {
+    "interval": (float, 0.01, 86400.0),
+    "follow_up": (float, 0.0, 3600.0),
+    "contest_threshold": (int, 2, 1000),
+    "contest_window": (float, 0.1, 3600.0),
+    "backoff_max": (float, 0.01, 3600.0),
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,7 @@ class Config:
     backend: Backend
     interface: str
     policy: Policy
+    daemon: Daemon = Daemon()
 
 
 def load(path: Path) -> Config:
@@ -130,7 +152,25 @@ class _Validator:
             backend=backend,
             interface=interface,
             policy=Policy(chains),
+            daemon=self.daemon(data.get("daemon", {})),
         )
+
+    def daemon(self, raw: object) -> Daemon:
+        if not isinstance(raw, dict):
+            raise self.fail("daemon", f"expected a table, got {_kind(raw)}")
+        self.keys(raw, frozenset(_DAEMON_KEYS), "daemon")
+        values: dict[str, float | int] = {}
+        for key, value in raw.items():
+            kind, low, high = _DAEMON_KEYS[key]
+            name = f"daemon.{key}"
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.fail(name, f"expected a number, got {_kind(value)}")
+            if kind is int and not isinstance(value, int):
+                raise self.fail(name, f"expected a whole number, got {value}")
+            if not low <= value <= high:
+                raise self.fail(name, f"{value} is out of range {low:g}-{high:g}")
+            values[key] = kind(value)
+        return Daemon(**values)  # type: ignore[arg-type]
 
     def unique(self, chains: tuple[Chain, ...]) -> None:
         names: dict[tuple[str, str], int] = {}

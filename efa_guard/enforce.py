@@ -69,15 +69,19 @@ class Outcome:
 RetryHook = Callable[[int, float, BaseException], None]
 
 
-def enforce(
+def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
     ipt: Iptables,
     policy: Policy,
     *,
     attempts: int = 5,
     max_wait: float = 1.0,
     on_retry: RetryHook | None = None,
+    seen: Inspection | None = None,
 ) -> Outcome:
-    """Assert the policy. Lost races are retried with jittered backoff; anything else raises."""
+    """Assert the policy. Lost races are retried with jittered backoff; anything else raises.
+
+    `seen` is a fresh inspection the caller already made: the first attempt starts from it.
+    """
     from tenacity import (  # noqa: PLC0415 - lazy: `check` without --fix never needs it
         RetryCallState,
         Retrying,
@@ -105,9 +109,9 @@ def enforce(
     for attempt in retrying:
         with attempt:
             count += 1
-            seen = inspect(ipt, policy)
-            first = first or seen
-            for txn in seen.transactions():
+            now = seen if count == 1 and seen is not None else inspect(ipt, policy)
+            first = first or now
+            for txn in now.transactions():
                 ipt.restore(txn)
                 written.append(txn)
     assert first is not None  # noqa: S101 - Retrying ran at least once or raised

@@ -6,6 +6,9 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +56,49 @@ class Detection:
     warnings: tuple[str, ...] = ()
 
 
+class Activity:
+    """Our own iptables processes: their PIDs, and whether one is running or just ended.
+
+    The event sources use it to ignore what we wrote ourselves.
+    """
+
+    def __init__(self, *, window: float = 0.05) -> None:
+        self.window = window
+        self._pids: deque[int] = deque(maxlen=256)
+        self._running = 0
+        self._last_end = float("-inf")
+        self._lock = threading.Lock()
+
+    def started(self, pid: int) -> None:
+        """One of our commands is running with this PID."""
+        with self._lock:
+            self._pids.append(pid)
+            self._running += 1
+
+    def finished(self) -> None:
+        """One of our commands ended."""
+        with self._lock:
+            self._running -= 1
+            self._last_end = time.monotonic()
+
+    def is_own(self, pid: int) -> bool:
+        """Whether the PID is one of our recent commands."""
+        with self._lock:
+            return pid in self._pids
+
+    def busy(self) -> bool:
+        """Whether one of our commands runs now or ended within the window."""
+        with self._lock:
+            return self._running > 0 or time.monotonic() - self._last_end < self.window
+
+
 @dataclass
 class Iptables:
     """Runs one backend's iptables binaries; every failure carries its evidence."""
 
     kind: Kind
     wait_seconds: int = 5
+    activity: Activity = field(default_factory=Activity, repr=False)
     _paths: dict[str, str] = field(default_factory=dict, repr=False)
 
     def binary(self, tool: Literal["iptables", "iptables-restore", "iptables-save"]) -> str:
@@ -77,8 +117,10 @@ class Iptables:
 
     def list_chains(self, requests: Sequence[tuple[str, str]]) -> list[str | None]:
         """`-S` listings of (table, chain) pairs, run concurrently; None for a missing chain."""
-        procs = [(argv, _spawn(argv)) for argv in (self._argv(t, "-S", c) for t, c in requests)]
-        finished = [(argv, *proc.communicate(), proc.returncode) for argv, proc in procs]
+        procs = [
+            (argv, self._spawn(argv)) for argv in (self._argv(t, "-S", c) for t, c in requests)
+        ]
+        finished = [(argv, *self._wait(proc), proc.returncode) for argv, proc in procs]
         results: list[str | None] = []
         for argv, out, err, rc in finished:
             if rc == 0:
@@ -110,15 +152,33 @@ class Iptables:
     def restore(self, txn: Transaction) -> None:
         """Apply one table's transaction atomically with iptables-restore --noflush."""
         argv = [self.binary("iptables-restore"), "--noflush", f"--wait={self.wait_seconds}"]
-        proc = subprocess.run(  # noqa: PLW1510 - the return code is inspected below
-            argv, input=txn.text, capture_output=True, text=True, env=_env()
-        )
-        if proc.returncode == 0:
+        proc = self._spawn(argv, stdin=True)
+        out, err = self._wait(proc, txn.text)
+        rc = proc.returncode
+        if rc == 0:
             return
-        _raise_for_privilege(argv, proc.returncode, proc.stdout, proc.stderr)
-        if _is_race(proc.returncode, proc.stderr, txn.text):
-            raise ConcurrentChangeError(argv, proc.returncode, proc.stdout, proc.stderr, txn.text)
-        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, txn.text)
+        _raise_for_privilege(argv, rc, out, err)
+        if _is_race(rc, err, txn.text):
+            raise ConcurrentChangeError(argv, rc, out, err, txn.text)
+        raise CommandError(argv, rc, out, err, txn.text)
+
+    def _spawn(self, argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        self.activity.started(proc.pid)
+        return proc
+
+    def _wait(self, proc: subprocess.Popen[str], text: str | None = None) -> tuple[str, str]:
+        try:
+            return proc.communicate(text)
+        finally:
+            self.activity.finished()
 
     def has_kube_hint(self) -> bool:
         """Whether kube-proxy's hint chains exist in mangle.
@@ -132,17 +192,6 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["LC_ALL"] = "C"  # messages we match on are the untranslated ones
     return env
-
-
-def _spawn(argv: Sequence[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
 
 
 def _raise_for_privilege(argv: Sequence[str], rc: int, out: str, err: str) -> None:

@@ -1,37 +1,76 @@
-"""structlog set-up. Imported lazily: a plain `check` never pays for structlog."""
+"""structlog set-up: journald under systemd, JSON lines or console text on stderr otherwise.
+
+Imported lazily: a plain `check` never pays for structlog.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
-LogFormat = Literal["auto", "json", "console"]
+LogFormat = Literal["auto", "journal", "json", "console"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "journal", "json", "console")
 
 _configured = False
 
 
-def configure(fmt: LogFormat = "auto") -> None:
-    """Send structured events to stderr, as JSON lines or for a human."""
+def resolve(fmt: LogFormat) -> LogFormat:
+    """What `auto` means here: journal under systemd, console on a terminal, else JSON."""
+    from efa_guard.journal import journal_available  # noqa: PLC0415
+
+    if fmt != "auto":
+        return fmt
+    under_systemd = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    if under_systemd and journal_available():
+        return "journal"
+    return "console" if sys.stderr.isatty() else "json"
+
+
+def _add_message_id(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> Any:  # noqa: ANN401
+    from efa_guard.journal import MESSAGE_IDS  # noqa: PLC0415
+
+    mid = MESSAGE_IDS.get(str(event_dict.get("event", "")))
+    if mid:
+        event_dict["message_id"] = mid
+    return event_dict
+
+
+def _as_kwargs(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> Any:  # noqa: ANN401
+    return dict(event_dict)
+
+
+def configure(fmt: LogFormat = "auto") -> LogFormat:
+    """Route structured events to the chosen sink; returns the format in use."""
     import structlog  # noqa: PLC0415 - lazy: keeps one-shot commands fast
 
+    from efa_guard.journal import JournalLogger, JournalWriter  # noqa: PLC0415
+
     global _configured  # noqa: PLW0603 - structlog's configuration is process-wide too
-    if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=True)
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    fmt = resolve(fmt)
+    processors: list[Any] = [structlog.processors.add_log_level]
+    factory: Any
+    if fmt == "journal":
+        writer = JournalWriter()
+        processors.append(_as_kwargs)
+        factory = lambda *_args: JournalLogger(writer)  # noqa: E731 - structlog wants a callable
+    else:
+        processors += [_add_message_id, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+        processors.append(
+            structlog.processors.JSONRenderer(sort_keys=True)
+            if fmt == "json"
+            else structlog.dev.ConsoleRenderer(colors=False)
+        )
+        factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=processors,
+        logger_factory=factory,
+        wrapper_class=structlog.make_filtering_bound_logger(0),
         cache_logger_on_first_use=False,
     )
     _configured = True
+    return fmt
 
 
 def get_logger(**initial: object) -> Any:  # noqa: ANN401 - structlog's bound logger type varies by version

@@ -30,3 +30,30 @@ def guard(request: pytest.FixtureRequest, box: Sandbox, tmp_path: Path) -> Guard
 def _run_from_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     """Subprocesses import efa_guard from this checkout."""
     monkeypatch.chdir(REPO)
+
+
+@pytest.fixture(scope="session")
+def journald() -> Iterator[None]:
+    """A real systemd-journald: the machine's, or one started here and stopped at the end."""
+    import subprocess  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from efa_guard.journal import journal_available  # noqa: PLC0415
+
+    if journal_available():
+        yield
+        return
+    exe = Path("/lib/systemd/systemd-journald")
+    need(exe.exists(), "systemd-journald is not installed")
+    proc = subprocess.Popen([str(exe)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not journal_available():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"systemd-journald did not start: {err}")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

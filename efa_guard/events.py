@@ -1,0 +1,59 @@
+"""Event values: what the sources saw, handed to the one reconcile loop."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+class Trigger(enum.StrEnum):
+    """Why a check ran; the most telling one labels a correction."""
+
+    CONFIG_RELOAD = "config-reload"
+    INTERFACE = "interface"
+    KUBE_PROXY = "kube-proxy"
+    RULE_CHANGE = "rule-change"
+    OVERFLOW = "event-overflow"
+    LOCK = "xtables-lock"
+    TIMER = "timer"
+    STARTUP = "startup"
+    FOLLOW_UP = "follow-up"
+    STOP = "stop"
+
+
+# Lower index wins when a burst mixes triggers.
+PRECEDENCE = (
+    Trigger.CONFIG_RELOAD,
+    Trigger.INTERFACE,
+    Trigger.KUBE_PROXY,
+    Trigger.RULE_CHANGE,
+    Trigger.OVERFLOW,
+    Trigger.LOCK,
+    Trigger.FOLLOW_UP,
+    Trigger.TIMER,
+    Trigger.STARTUP,
+    Trigger.STOP,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened; `at` is time.monotonic() when it was seen."""
+
+    trigger: Trigger
+    detail: str = ""
+    pid: int | None = None
+    process: str | None = None
+    at: float = field(default_factory=time.monotonic)
+
+
+def label(events: list[Event]) -> Trigger:
+    """The trigger that explains a burst best."""
+    return min((e.trigger for e in events), key=PRECEDENCE.index)
+
+
+def culprit(events: list[Event]) -> Event | None:
+    """The last event that names a process, if any."""
+    named = [e for e in events if e.pid is not None or e.process]
+    return named[-1] if named else None

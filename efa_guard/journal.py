@@ -1,0 +1,166 @@
+"""journald's native protocol, the MESSAGE_IDs of our events, and their structured fields."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SOCKET_PATH = "/run/systemd/journal/socket"
+IDENTIFIER = "efa-guard"
+
+# One fixed MESSAGE_ID per event type; the catalog (config/efa-guard.catalog) explains each.
+MESSAGE_IDS: dict[str, str] = {
+    "started": "84aeb418d0284f0fb2fba35e6c7ef02c",
+    "policy_asserted": "3fc4d5c3f7ab49eaa8f7a481cf3c3914",
+    "drift_corrected": "90ce71a381474c89b36fb4b3755e87cd",
+    "correction_failed": "030360c6babc4512a5c8ae4f408b7f46",
+    "contested": "4b5047015cd247e399792ae9977baf9c",
+    "config_reloaded": "72ba558e87d64ae39f65bb96fc1f5a5a",
+    "config_rejected": "52ccf3a754e64218bff4e4ef6ee1e79e",
+    "stopping": "82990a93f4d44761b4dc40f249570124",
+    "interface_changed": "c408c57e3e454b0d9b3dc46d69da2e75",
+    "retry_scheduled": "00ce042eae054ce2a38d1ae38ca35c35",
+    "events_lost": "e9b280f87fbb4695866a8fd93579d696",
+    "source_failed": "004cc36694904d99881782b6bd71797e",
+    "backend_warning": "16285ab06ff344e88e4248f4f0be92c7",
+}
+
+# structlog method name -> syslog priority.
+PRIORITIES = {
+    "critical": 2,
+    "fatal": 2,
+    "error": 3,
+    "err": 3,
+    "exception": 3,
+    "warning": 4,
+    "warn": 4,
+    "info": 6,
+    "msg": 6,
+    "debug": 7,
+}
+
+_FIELD_OK = re.compile(r"[^A-Z0-9_]")
+_MAX_VALUE = 64 * 1024
+
+
+def field_name(key: str) -> str:
+    """A journal field name: upper case, [A-Z0-9_], not starting with '_' or a digit."""
+    name = _FIELD_OK.sub("_", key.upper()).lstrip("_0123456789")
+    return name[:64] or "FIELD"
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float) or value is None:
+        return json.dumps(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def journal_fields(method: str, event_dict: Mapping[str, Any]) -> dict[str, str]:
+    """Map a structlog event to journal fields."""
+    data = dict(event_dict)
+    event = str(data.pop("event", ""))
+    message = str(data.pop("message", "") or event)
+    data.pop("level", None)
+    data.pop("timestamp", None)
+    fields = {
+        "MESSAGE": message,
+        "PRIORITY": str(PRIORITIES.get(method, 6)),
+        "SYSLOG_IDENTIFIER": IDENTIFIER,
+        "EFA_EVENT": event,
+    }
+    if event in MESSAGE_IDS:
+        fields["MESSAGE_ID"] = MESSAGE_IDS[event]
+    for key, value in data.items():
+        name = field_name(key)
+        if name not in fields:
+            fields[name] = _text(value)[:_MAX_VALUE]
+    return fields
+
+
+def encode(fields: Mapping[str, str]) -> bytes:
+    """The native protocol: KEY=value lines, or KEY, length, value for multi-line values."""
+    out = bytearray()
+    for key, value in fields.items():
+        raw = value.encode("utf-8", "replace")
+        if b"\n" in raw:
+            out += key.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
+        else:
+            out += key.encode() + b"=" + raw + b"\n"
+    return bytes(out)
+
+
+class JournalWriter:
+    """Sends one datagram per entry; falls back to a JSON line on stderr if journald is gone."""
+
+    def __init__(self, path: str = SOCKET_PATH) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.settimeout(2.0)  # a stuck journald must not stop the guard
+
+    def send(self, fields: Mapping[str, str]) -> None:
+        """Write one entry."""
+        try:
+            self.sock.sendto(encode(fields), self.path)
+        except OSError as e:
+            line = json.dumps({"journal_error": str(e), **fields})
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+
+def journal_available(path: str = SOCKET_PATH) -> bool:
+    """Whether a journald listens on the native socket."""
+    if not Path(path).exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+class JournalLogger:
+    """A structlog logger whose methods take the event as keyword arguments."""
+
+    def __init__(self, writer: JournalWriter) -> None:
+        self.writer = writer
+
+    def _send(self, method: str, kw: Mapping[str, Any]) -> None:
+        self.writer.send(journal_fields(method, kw))
+
+    def msg(self, **kw: Any) -> None:  # noqa: ANN401 - structlog passes arbitrary values
+        """Info level."""
+        self._send("info", kw)
+
+    def debug(self, **kw: Any) -> None:  # noqa: ANN401
+        """Debug level."""
+        self._send("debug", kw)
+
+    def info(self, **kw: Any) -> None:  # noqa: ANN401
+        """Info level."""
+        self._send("info", kw)
+
+    def warning(self, **kw: Any) -> None:  # noqa: ANN401
+        """Warning level."""
+        self._send("warning", kw)
+
+    def error(self, **kw: Any) -> None:  # noqa: ANN401
+        """Error level."""
+        self._send("error", kw)
+
+    def critical(self, **kw: Any) -> None:  # noqa: ANN401
+        """Critical level."""
+        self._send("critical", kw)
+
+    warn = warning
+    err = error
+    fatal = critical
+    exception = error

@@ -1,0 +1,107 @@
+"""Link events for the managed interfaces: down, up, carrier, rename, delete, re-create."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from efa_guard.events import Event, Trigger
+from efa_guard.sources import Emit
+
+RTMGRP_LINK = 1
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What we last knew of one interface."""
+
+    name: str
+    up: bool
+    carrier: bool
+
+
+def matches(name: str, patterns: Collection[str]) -> bool:
+    """Match like iptables does: exact, or prefix for a trailing '+'."""
+    return any(name.startswith(p[:-1]) if p.endswith("+") else name == p for p in patterns)
+
+
+class LinkTracker:
+    """Turns link messages into descriptions of changes to the managed interfaces. Pure."""
+
+    def __init__(self, patterns: Collection[str]) -> None:
+        self.patterns = tuple(patterns)
+        self.known: dict[int, LinkState] = {}
+
+    def update(self, event: str, index: int, name: str, flags: int) -> str | None:
+        """Record one RTM_NEWLINK/RTM_DELLINK; say what changed, if it concerns us."""
+        old = self.known.get(index)
+        if event == "RTM_DELLINK":
+            self.known.pop(index, None)
+            return f"{name} deleted" if matches(name, self.patterns) else None
+        new = LinkState(name, bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP))
+        self.known[index] = new
+        ours = matches(name, self.patterns) or (
+            old is not None and matches(old.name, self.patterns)
+        )
+        if not ours or old == new:
+            return None
+        if old is None:
+            return f"{name} appeared ({_updown(new)})"
+        if old.name != name:
+            return f"{old.name} renamed to {name}"
+        if old.up != new.up:
+            return f"{name} {'up' if new.up else 'down'}"
+        return f"{name} carrier {'on' if new.carrier else 'lost'}"
+
+
+def _updown(s: LinkState) -> str:
+    return ("up" if s.up else "down") + (", carrier" if s.carrier else "")
+
+
+class LinkWatcher:
+    """A thread on an rtnetlink socket (pyroute2), bound to RTMGRP_LINK."""
+
+    def __init__(self, emit: Emit, *, interfaces: Collection[str]) -> None:
+        self.emit = emit
+        self.tracker = LinkTracker(interfaces)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="link-events", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread; raise what it hit while subscribing."""
+        self.thread.start()
+        self.ready.wait(timeout=10)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        # pyroute2 >= 0.9 binds its event loop to the thread that creates the socket.
+        from pyroute2 import IPRoute  # noqa: PLC0415 - heavy import, daemon only
+
+        try:
+            ipr = IPRoute()
+            ipr.bind(groups=RTMGRP_LINK)
+            for link in ipr.get_links():
+                self._handle(link)
+        except BaseException as e:  # noqa: BLE001 - reported to start()
+            self.error = e
+            self.ready.set()
+            return
+        self.ready.set()
+        while True:
+            for msg in ipr.get():
+                self._handle(msg)
+
+    def _handle(self, msg: Any) -> None:  # noqa: ANN401 - pyroute2's message classes are untyped
+        name = msg.get_attr("IFLA_IFNAME")
+        if not name:
+            return
+        event = str(msg.get("event"))
+        what = self.tracker.update(event, int(msg["index"]), str(name), int(msg["flags"]))
+        if what is not None and self.ready.is_set():
+            self.emit(Event(Trigger.INTERFACE, detail=what))

@@ -1,0 +1,366 @@
+"""`efa-guard run` on the real kernel, both backends: every tamper is undone and journaled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from support import Guard
+
+from efa_guard.journal import MESSAGE_IDS
+
+CORRECTED = MESSAGE_IDS["drift_corrected"]
+
+
+def wait_for(what: str, predicate: Callable[[], object], timeout: float = 15.0) -> object:
+    """Poll until predicate() is truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Daemon:
+    """efa-guard run as a subprocess in the guard namespace."""
+
+    guard: Guard
+    proc: subprocess.Popen[str]
+    notify: socket.socket | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """The daemon's PID (ip netns exec execs it)."""
+        return self.proc.pid
+
+    def journal(self, event: str | None = None) -> list[dict[str, str]]:
+        """The daemon's journal entries, optionally of one event type."""
+        argv = ["journalctl", "--no-pager", "-o", "json", f"_PID={self.pid}"]
+        if event:
+            argv.append(f"MESSAGE_ID={MESSAGE_IDS[event]}")
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def wait_event(self, event: str, count: int = 1, timeout: float = 15.0) -> dict[str, str]:
+        """Wait until the journal holds `count` entries of `event`; return the last."""
+        entries = wait_for(
+            f"{count} {event} event(s) from pid {self.pid}",
+            lambda: (e := self.journal(event)) and len(e) >= count and e,
+            timeout,
+        )
+        assert isinstance(entries, list)
+        return entries[-1]  # type: ignore[no-any-return]
+
+    def corrections(self) -> int:
+        """How many drift_corrected events so far."""
+        return len(self.journal("drift_corrected"))
+
+    def notifications(self) -> list[str]:
+        """sd_notify datagrams received so far."""
+        assert self.notify is not None
+        while True:
+            try:
+                self.notes.append(self.notify.recv(4096).decode())
+            except BlockingIOError:
+                return self.notes
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the daemon so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> int:
+        """SIGTERM and wait; SIGKILL (by PID) if it hangs. The exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+            raise
+
+
+def daemon_config(guard: Guard, interval: float) -> None:
+    """Pin the guard's config to a timer interval."""
+    text = guard.config.read_text().replace("interval = 10.0 ", f"interval = {interval} ")
+    guard.config.write_text(text)
+
+
+@pytest.fixture
+def daemon(guard: Guard, journald: None, tmp_path: Path) -> Iterator[Daemon]:  # noqa: ARG001 - needs journald running
+    """The daemon, started after the policy is absent, stopped (by PID) at the end."""
+    # nft must react through events: a long timer proves it. legacy has only the timer
+    # (and lock closes): a short one keeps the test fast.
+    daemon_config(guard, 30.0 if guard.backend == "nft" else 0.5)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.setblocking(False)  # noqa: FBT003 - socket API
+    env = dict(os.environ, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000")
+    argv = ["ip", "netns", "exec", guard.box.guard, sys.executable, "-m", "efa_guard", "run"]
+    argv += ["--config", str(guard.config), "--log-format", "journal"]
+    stderr = (tmp_path / "daemon.stderr").open("w")
+    proc = subprocess.Popen(argv, env=env, stderr=stderr, text=True)
+    d = Daemon(guard=guard, proc=proc, notify=sock)
+    try:
+        wait_for("READY=1", lambda: any("READY=1" in n for n in d.notifications()))
+        yield d
+    finally:
+        d.stop()
+        sock.close()
+        stderr.close()
+        print((tmp_path / "daemon.stderr").read_text()[-4000:])
+
+
+def assert_protected(d: Daemon) -> None:
+    """The policy is in place and an outside nmap sees 3306 filtered."""
+    check = d.guard.efa("check")
+    assert check.returncode == 0, check.stdout
+    assert d.guard.box.nmap(tcp=(3306,)) == {("tcp", 3306): "filtered"}
+
+
+def assert_correction_fields(entry: dict[str, str], backend: str) -> None:
+    """A drift_corrected journal entry carries everything an operator needs."""
+    assert entry["SYSLOG_IDENTIFIER"] == "efa-guard"
+    assert entry["PRIORITY"] == "4"
+    assert entry["MESSAGE"].startswith("drift corrected (")
+    assert json.loads(entry["DRIFT"])
+    assert entry["HASH_BEFORE"] != entry["HASH_AFTER"]
+    assert float(entry["LATENCY_MS"]) > 0
+    assert entry["BACKEND"] == backend
+    if backend == "nft":
+        assert entry["TRIGGER"] in {"rule-change", "kube-proxy", "config-reload", "interface"}
+        if entry["TRIGGER"] in {"rule-change", "kube-proxy"}:
+            assert entry["CULPRIT_NAME"].startswith("iptables")
+            assert int(entry["CULPRIT_PID"]) > 0
+    else:
+        assert entry["TRIGGER"] in {"timer", "xtables-lock", "config-reload", "interface"}
+
+
+def tamper_and_expect(
+    d: Daemon, *commands: list[str], text: str = "", probe: bool = True
+) -> dict[str, str]:
+    """Run iptables commands in the guard; wait for the correction; check its fields."""
+    before = d.corrections()
+    if len(commands) == 1:
+        d.guard.ipt(*commands[0])
+    else:  # one transaction, or the daemon repairs between the steps
+        restore = "\n".join(["*filter", *(" ".join(c) for c in commands), "COMMIT", ""])
+        d.guard.box.run([f"{d.guard.iptables}-restore", "--noflush"], input=restore)
+    entry = d.wait_event("drift_corrected", before + 1)
+    assert_correction_fields(entry, d.guard.backend)
+    if text:
+        assert text in entry["MESSAGE"], entry["MESSAGE"]
+    if probe:
+        assert_protected(d)
+    return entry
+
+
+R3 = "-i eth0 -p tcp -m multiport --dports 112 -m conntrack --ctstate NEW -j DROP"
+R1 = (
+    "-i eth0 -p tcp -m multiport --dports 1024:6513,6515:8077,8079:65535 -m conntrack --ctstate NEW"
+)
+TAMPERS: list[tuple[str, list[list[str]], str]] = [
+    ("flush chain", [["-F", "EFA_INPUT"]], "rule 1 missing"),
+    (
+        "delete chain and jump",
+        [["-D", "INPUT", "-j", "EFA_INPUT"], ["-F", "EFA_INPUT"], ["-X", "EFA_INPUT"]],
+        "chain missing",
+    ),
+    ("delete rule", [["-D", "EFA_INPUT", "2"]], "rule 2 missing"),
+    ("change rule", [["-R", "EFA_INPUT", "3", *R3.split()]], "rule 3 changed"),
+    (
+        "reorder rules",
+        [["-D", "EFA_INPUT", "1"], ["-A", "EFA_INPUT", *R1.split(), "-j", "DROP"]],
+        "rules reordered",
+    ),
+    ("ACCEPT above jump", [["-I", "INPUT", "1", "-j", "ACCEPT"]], "not first"),
+    ("delete jump", [["-D", "INPUT", "-j", "EFA_INPUT"]], "jump missing"),
+    ("iptables -F", [["-F"]], "rule 1 missing"),
+]
+
+
+@pytest.mark.parametrize(("name", "commands", "text"), TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_tamper_is_undone(daemon: Daemon, name: str, commands: list[list[str]], text: str) -> None:
+    """Each tamper is corrected, journaled with its fields, and 3306 stays filtered."""
+    entry = tamper_and_expect(daemon, *commands, text=text)
+    assert name
+    if daemon.guard.backend == "nft":
+        assert entry["TRIGGER"] == "rule-change"
+
+
+def test_startup_asserts_and_notifies(daemon: Daemon) -> None:
+    """At start the policy is asserted, READY=1 and STATUS sent, WATCHDOG pings follow."""
+    started = daemon.wait_event("started")
+    assert daemon.guard.backend in started["MESSAGE"]
+    asserted = daemon.wait_event("policy_asserted")
+    assert asserted["TRIGGER"] == "startup"
+    assert "chain missing" in asserted["DRIFT"]
+    wait_for("WATCHDOG=1", lambda: any("WATCHDOG=1" in n for n in daemon.notifications()))
+    ready = next(n for n in daemon.notifications() if "READY=1" in n)
+    assert "STATUS=policy in place" in ready
+    assert_protected(daemon)
+
+
+def test_kube_proxy_restart_is_undone(daemon: Daemon) -> None:
+    """kube-proxy rewriting 10k rules and re-inserting its jumps first is corrected."""
+    lines = ["*filter", ":KUBE-SERVICES - [0:0]", ":KUBE-FIREWALL - [0:0]"]
+    lines += [
+        f"-A KUBE-SERVICES -d 10.96.{i // 250}.{i % 250}/32 -p tcp -m tcp --dport 80 -j REJECT"
+        for i in range(10_000)
+    ]
+    lines += ["-I INPUT 1 -j KUBE-FIREWALL", "-I INPUT 1 -j KUBE-SERVICES", "COMMIT", ""]
+    before = daemon.corrections()
+    iptables = daemon.guard.iptables
+    daemon.guard.box.run([f"{iptables}-restore", "--noflush"], input="\n".join(lines))
+    entry = daemon.wait_event("drift_corrected", before + 1)
+    assert_correction_fields(entry, daemon.guard.backend)
+    assert "not first" in entry["MESSAGE"]
+    if daemon.guard.backend == "nft":
+        assert entry["TRIGGER"] == "kube-proxy"
+    assert_protected(daemon)
+
+
+def test_interface_flap_with_hook_flush(daemon: Daemon) -> None:
+    """eth0 down, an ifup hook flushing the chain, eth0 up: logged and corrected."""
+    box = daemon.guard.box
+    box.run(["ip", "link", "set", "eth0", "down"])
+    tamper_and_expect(daemon, ["-F", "EFA_INPUT"], probe=False)
+    box.run(["ip", "link", "set", "eth0", "up"])
+    events = [e["MESSAGE"] for e in daemon.journal("interface_changed")]
+    wait_for(
+        "eth0 up logged",
+        lambda: any(
+            "eth0 up" in m for m in [e["MESSAGE"] for e in daemon.journal("interface_changed")]
+        ),
+    )
+    assert any("eth0 down" in m for m in events)
+    assert_protected(daemon)
+
+
+def test_eth0_deleted_and_recreated(daemon: Daemon) -> None:
+    """Deleting and re-creating eth0 is seen; the policy holds for the new interface."""
+    box = daemon.guard.box
+    box.run(["ip", "link", "del", "eth0"])
+    box.run(
+        ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "ext0", "netns", box.outside]
+    )
+    box.run(["ip", "addr", "add", "198.18.0.2/24", "dev", "eth0"])
+    box.run(["ip", "link", "set", "eth0", "up"])
+    box.run(["ip", "addr", "add", "198.18.0.1/24", "dev", "ext0"], ns=box.outside)
+    box.run(["ip", "link", "set", "ext0", "up"], ns=box.outside)
+    wait_for(
+        "eth0 deleted and re-created",
+        lambda: (
+            {"deleted", "appeared"}
+            <= {w for e in daemon.journal("interface_changed") for w in e["MESSAGE"].split()}
+        ),
+    )
+    box.start_listeners(tcp=(3306, 6514), udp=())
+    tamper_and_expect(daemon, ["-D", "INPUT", "-j", "EFA_INPUT"])
+    assert box.nmap(tcp=(6514,)) == {("tcp", 6514): "open"}
+
+
+def test_config_edits(daemon: Daemon) -> None:
+    """A valid edit is applied; a broken one is rejected and the old policy kept."""
+    cfg = daemon.guard.config
+    good = cfg.read_text()
+    cfg.write_text(good.replace("ports = [111]", "ports = [111, 9999]", 1))
+    entry = daemon.wait_event("config_reloaded")
+    assert json.loads(entry["CHANGED"]) is True
+    wait_for(
+        "9999 in EFA_INPUT", lambda: "--dports 111,9999" in daemon.guard.ipt("-S", "EFA_INPUT")
+    )
+    before = daemon.guard.save()
+    cfg.write_text(good.replace("ports = [111]", "ports = [70000]", 1))
+    rejected = daemon.wait_event("config_rejected")
+    assert "port 70000 is out of range" in rejected["MESSAGE"]
+    assert rejected["KEY"] == "chain[0].rule[2].ports[0]"
+    time.sleep(0.3)
+    assert daemon.guard.save() == before
+    entry = tamper_and_expect(daemon, ["-F", "EFA_INPUT"], probe=False)
+    assert "--dports 111,9999" in daemon.guard.ipt("-S", "EFA_INPUT"), entry
+    assert daemon.guard.box.nmap(tcp=(3306,)) == {("tcp", 3306): "filtered"}
+
+
+def test_sighup_reloads(daemon: Daemon) -> None:
+    """SIGHUP re-reads the config; unchanged, it says so and writes nothing."""
+    daemon.wait_event("policy_asserted")
+    before = daemon.guard.save()
+    os.kill(daemon.pid, signal.SIGHUP)
+    entry = daemon.wait_event("config_reloaded")
+    assert entry["DETAIL"] == "SIGHUP"
+    assert json.loads(entry["CHANGED"]) is False
+    assert daemon.guard.save() == before
+
+
+def test_sigterm_stops_and_leaves_the_policy(daemon: Daemon) -> None:
+    """SIGTERM: exit 0, a stopping event, and the policy stays in the kernel."""
+    daemon.wait_event("policy_asserted")
+    assert daemon.stop() == 0
+    stopping = daemon.wait_event("stopping")
+    assert stopping["REASON"] == "SIGTERM"
+    assert_protected(daemon)
+
+
+def test_untouched_system_is_never_corrected(daemon: Daemon) -> None:
+    """200+ checks on an untouched system produce zero corrections."""
+    daemon.wait_event("policy_asserted")
+    for _ in range(220):
+        os.kill(daemon.pid, signal.SIGHUP)  # each reload is followed by a full check
+        time.sleep(0.01)
+    assert daemon.stop() == 0
+    stopping = daemon.wait_event("stopping")
+    assert int(stopping["CHECKS"]) >= 100, stopping
+    assert daemon.journal("drift_corrected") == []
+
+
+@pytest.mark.slow
+def test_fight_is_contested_and_cpu_bounded(daemon: Daemon) -> None:
+    """A tamper every 10 ms for 10 s: a CRITICAL contested event, and the daemon stays calm."""
+    daemon.wait_event("policy_asserted")
+    cpu0 = daemon.cpu_seconds()
+    t0 = time.monotonic()
+    code = (
+        "import subprocess, time\n"
+        "end = time.monotonic() + 10\n"
+        "while time.monotonic() < end:\n"
+        f"    subprocess.run(['{daemon.guard.iptables}', '-F', 'EFA_INPUT'], check=False)\n"
+        "    time.sleep(0.01)\n"
+    )
+    daemon.guard.box.run([sys.executable, "-c", code], timeout=60)
+    used = (daemon.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    contested = daemon.wait_event("contested")
+    assert contested["PRIORITY"] == "2"
+    if daemon.guard.backend == "nft":
+        assert contested["CULPRIT_NAME"] == "iptables-nft"
+    assert used < 0.5, f"daemon used {used:.0%} of a core during the fight"
+    wait_for("policy back after the fight", lambda: daemon.guard.efa("check").returncode == 0)
+
+
+def test_history_tells_the_story(daemon: Daemon) -> None:
+    """`efa-guard history` lists the correction with its trigger and latency."""
+    tamper_and_expect(daemon, ["-F", "EFA_INPUT"])
+    out = daemon.guard.efa("history", "--json")
+    assert out.returncode == 0, out.stderr
+    mine = [e for e in json.loads(out.stdout) if e["pid"] == daemon.pid]
+    assert [e["event"] for e in mine] == ["drift_corrected"]
+    assert mine[0]["latency_ms"] > 0
+    assert "rule 1 missing" in " ".join(mine[0]["drift"])
+    table = daemon.guard.efa("history").stdout
+    assert "drift_corrected" in table
+    assert mine[0]["trigger"] in table
