@@ -2,65 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-
 import pytest
+from fakes import CFG, fake, in_sync
 
-from efa_guard.config import parse
 from efa_guard.enforce import enforce
 from efa_guard.errors import CommandError, ConcurrentChangeError, VerifyError
 from efa_guard.iptables import _is_race
-from efa_guard.plan import Transaction
-from efa_guard.policy import Policy
-from efa_guard.render import desired_states
-from efa_guard.state import ChainState
-
-CFG = parse((Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text(), path=Path("c"))
-
-
-@dataclass
-class FakeIptables:
-    """Holds chain states; a restore makes the written chains desired, after `races` failures."""
-
-    states: dict[str, ChainState]
-    races: int = 0
-    fail: CommandError | None = None
-    broken: bool = False  # accepts writes but changes nothing
-    restores: list[str] = field(default_factory=list)
-    kind: str = "nft"
-
-    def read(self, policy: Policy) -> tuple[ChainState, ...]:
-        """The current states, in policy order."""
-        return tuple(self.states[f"{c.table}/{c.name}"] for c in policy.chains)
-
-    def restore(self, txn: Transaction) -> None:
-        """Apply, or fail as told."""
-        self.restores.append(txn.table)
-        if self.fail is not None:
-            raise self.fail
-        if self.races:
-            self.races -= 1
-            raise ConcurrentChangeError(["iptables-restore"], 4, "", "xtables lock", txn.text)
-        if self.broken:
-            return
-        for want in desired_states(CFG.policy):
-            if want.key in txn.chains:
-                self.states[want.key] = want
-
-
-def fake(**kwargs: object) -> FakeIptables:
-    """A fake where every owned chain is missing."""
-    missing = {
-        s.key: replace(s, exists=False, rules=(), jumps=()) for s in desired_states(CFG.policy)
-    }
-    return FakeIptables(states=missing, **kwargs)  # type: ignore[arg-type]
 
 
 def test_in_sync_writes_nothing() -> None:
     """A compliant system is never 'corrected'."""
-    ipt = fake()
-    ipt.states = {s.key: s for s in desired_states(CFG.policy)}
+    ipt = in_sync()
     out = enforce(ipt, CFG.policy)  # type: ignore[arg-type]
     assert not out.changed
     assert ipt.restores == []

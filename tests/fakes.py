@@ -1,0 +1,77 @@
+"""A stateful fake of the iptables runner, for unit speed (the real one is tested on the kernel)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from efa_guard.config import Config, parse
+from efa_guard.errors import CommandError, ConcurrentChangeError
+from efa_guard.iptables import Activity
+from efa_guard.plan import Transaction
+from efa_guard.policy import Policy
+from efa_guard.render import desired_states
+from efa_guard.state import ChainState
+
+DEFAULT_TOML = Path(__file__).parents[1] / "config" / "efa-guard.toml"
+
+
+def default_config(path: Path | None = None) -> Config:
+    """The shipped default config (as if read from `path`)."""
+    return parse(DEFAULT_TOML.read_text(), path=path or Path("c"))
+
+
+CFG = default_config()
+
+
+@dataclass
+class FakeIptables:
+    """Holds chain states; a restore makes the written chains desired, after `races` failures."""
+
+    states: dict[str, ChainState]
+    races: int = 0
+    fail: CommandError | None = None
+    broken: bool = False  # accepts writes but changes nothing
+    restores: list[str] = field(default_factory=list)
+    policy: Policy = CFG.policy
+    kind: str = "nft"
+    activity: Activity = field(default_factory=Activity)
+
+    def read(self, policy: Policy) -> tuple[ChainState, ...]:
+        """The current states, in policy order."""
+        return tuple(self.states[f"{c.table}/{c.name}"] for c in policy.chains)
+
+    def restore(self, txn: Transaction) -> None:
+        """Apply, or fail as told."""
+        self.restores.append(txn.table)
+        if self.fail is not None:
+            raise self.fail
+        if self.races:
+            self.races -= 1
+            raise ConcurrentChangeError(["iptables-restore"], 4, "", "xtables lock", txn.text)
+        if self.broken:
+            return
+        for want in desired_states(self.policy):
+            if want.key in txn.chains:
+                self.states[want.key] = want
+
+
+def fake(**kwargs: object) -> FakeIptables:
+    """A fake where every owned chain is missing."""
+    missing = {
+        s.key: replace(s, exists=False, rules=(), jumps=()) for s in desired_states(CFG.policy)
+    }
+    return FakeIptables(states=missing, **kwargs)  # type: ignore[arg-type]
+
+
+def in_sync() -> FakeIptables:
+    """A fake holding exactly the default policy."""
+    ipt = fake()
+    ipt.states = {s.key: s for s in desired_states(CFG.policy)}
+    return ipt
+
+
+def tamper(ipt: FakeIptables) -> None:
+    """Flush EFA_INPUT in the fake."""
+    key = "filter/EFA_INPUT"
+    ipt.states[key] = replace(ipt.states[key], rules=())

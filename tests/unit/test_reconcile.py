@@ -1,0 +1,147 @@
+"""The reconcile step on a stateful fake: what it corrects, when it holds back, what it logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from fakes import default_config, fake, in_sync, tamper
+
+from efa_guard.config import Daemon
+from efa_guard.events import Event, Trigger
+from efa_guard.reconcile import Reconciler
+
+
+class Clock:
+    """A hand-driven monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        """The current time."""
+        return self.now
+
+
+def reconciler(ipt: object, clock: Clock, **daemon: float) -> Reconciler:
+    """A reconciler on the default policy, with a structlog logger the tests capture."""
+    cfg = default_config()
+    if daemon:
+        cfg = type(cfg)(cfg.path, cfg.backend, cfg.interface, cfg.policy, Daemon(**daemon))  # type: ignore[arg-type]
+    return Reconciler(config=cfg, ipt=ipt, log=structlog.get_logger(), clock=clock)  # type: ignore[arg-type]
+
+
+def rule_change(at: float, pid: int = 4242) -> Event:
+    """An nf_tables transaction by someone else."""
+    return Event(
+        Trigger.RULE_CHANGE, detail="touched EFA_INPUT", pid=pid, process="iptables-nft", at=at
+    )
+
+
+def test_in_sync_is_never_corrected() -> None:
+    """A compliant system: checks, but no write and no correction event."""
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(200):
+            rec.handle([Event(Trigger.TIMER, at=clock.now)])
+    assert rec.stats.checks == 200
+    assert ipt.restores == []
+    assert logs == []
+
+
+def test_startup_asserts_and_says_what_it_found() -> None:
+    """Startup writes the missing policy and logs policy_asserted with the drift."""
+    ipt, clock = fake(), Clock()
+    rec = reconciler(ipt, clock)
+    with structlog.testing.capture_logs() as logs:
+        rec.startup()
+    (entry,) = logs
+    assert entry["event"] == "policy_asserted"
+    assert entry["changed"] is True
+    assert "filter/EFA_INPUT: chain missing" in entry["drift"]
+
+
+def test_correction_is_labelled_with_trigger_culprit_and_latency() -> None:
+    """A burst mixing a timer and a rule change is one correction, labelled rule-change."""
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    tamper(ipt)
+    with structlog.testing.capture_logs() as logs:
+        rec.handle([Event(Trigger.TIMER, at=clock.now), rule_change(clock.now - 0.01)])
+    (entry,) = logs
+    assert entry["event"] == "drift_corrected"
+    assert entry["trigger"] == "rule-change"
+    assert (entry["culprit_pid"], entry["culprit_name"]) == (4242, "iptables-nft")
+    assert entry["latency_ms"] == 10.0
+    assert entry["hash_before"] != entry["hash_after"]
+    assert entry["log_level"] == "warning"
+    assert ipt.restores == ["filter"]
+
+
+def test_a_fight_is_contested_once_and_backs_off() -> None:
+    """Five corrections in the window: one CRITICAL contested event, then held-back retries."""
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock, contest_threshold=5, contest_window=10.0, backoff_max=4.0)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            clock.now += 0.1
+            tamper(ipt)
+            rec.handle([rule_change(clock.now)])
+        assert [e["event"] for e in logs].count("contested") == 1
+        contested = next(e for e in logs if e["event"] == "contested")
+        assert contested["log_level"] == "critical"
+        assert contested["culprit_name"] == "iptables-nft"
+        assert rec.hold_until > clock.now
+        tamper(ipt)
+        clock.now += 0.01
+        rec.handle([rule_change(clock.now)])  # held: no write during the backoff
+        assert len(ipt.restores) == 5
+        assert rec.next_deadline() == rec.hold_until
+        clock.now = rec.hold_until
+        rec.handle(rec.due(clock.now))
+        assert len(ipt.restores) == 6
+    backoffs = []
+    for _ in range(10):
+        tamper(ipt)
+        clock.now = max(clock.now, rec.hold_until)
+        rec.handle([rule_change(clock.now)])
+        backoffs.append(rec.hold_until - clock.now)
+    assert max(backoffs) <= 4.0
+    assert backoffs[-1] == 4.0
+
+
+def test_bad_config_is_rejected_and_the_policy_kept(tmp_path: Path) -> None:
+    """A broken edit logs config_rejected naming the key; the running config stays."""
+    path = tmp_path / "c.toml"
+    text = (Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text()
+    path.write_text(text)
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    rec.config = default_config(path)
+    path.write_text(text.replace("ports = [111]", "ports = [70000]", 1))
+    before = rec.config
+    with structlog.testing.capture_logs() as logs:
+        rec.handle([Event(Trigger.CONFIG_RELOAD, detail="SIGHUP", at=clock.now)])
+    assert logs[0]["event"] == "config_rejected"
+    assert logs[0]["key"] == "chain[0].rule[2].ports[0]"
+    assert rec.config is before
+    path.write_text(text.replace('backend = "auto"', 'backend = "legacy"'))
+    with structlog.testing.capture_logs() as logs:
+        rec.handle([Event(Trigger.CONFIG_RELOAD, at=clock.now)])
+    assert logs[0]["event"] == "config_rejected"
+    assert "needs a restart" in logs[0]["reason"]
+
+
+def test_interface_event_schedules_a_follow_up() -> None:
+    """An interface event checks now and again follow_up seconds later."""
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock, follow_up=2.0)
+    with structlog.testing.capture_logs() as logs:
+        rec.handle([Event(Trigger.INTERFACE, detail="eth0 up", at=clock.now)])
+    assert logs[0]["event"] == "interface_changed"
+    assert rec.next_deadline() == clock.now + 2.0
+    clock.now += 2.0
+    (follow_up,) = rec.due(clock.now)
+    assert follow_up.trigger is Trigger.FOLLOW_UP
+    assert rec.next_deadline() is None

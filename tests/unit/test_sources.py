@@ -1,0 +1,118 @@
+"""The event decoders: nf_tables netlink datagrams and link state changes, without a kernel."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from efa_guard.events import Trigger
+from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker, matches
+from efa_guard.sources.nft import (
+    NFNL_SUBSYS_NFTABLES,
+    NFT_MSG_DELCHAIN,
+    NFT_MSG_NEWGEN,
+    NFT_MSG_NEWRULE,
+    Decoder,
+)
+
+
+def nla(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute, padded."""
+    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def message(msg: int, attrs: bytes, family: int = socket.AF_INET) -> bytes:
+    """One nfnetlink message of the nftables subsystem."""
+    body = struct.pack("=BBH", family, 0, 0) + attrs
+    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | msg, 0, 0, 0) + body
+
+
+def rule(table: str, chain: str, family: int = socket.AF_INET) -> bytes:
+    """A NEWRULE for table/chain (expressions omitted)."""
+    return message(
+        NFT_MSG_NEWRULE, nla(1, table.encode() + b"\0") + nla(2, chain.encode() + b"\0"), family
+    )
+
+
+def gen(pid: int, name: str) -> bytes:
+    """The NEWGEN that ends a transaction."""
+    attrs = (
+        nla(1, struct.pack(">I", 7))
+        + nla(2, struct.pack(">I", pid))
+        + nla(3, name.encode() + b"\0")
+    )
+    return message(NFT_MSG_NEWGEN, attrs, family=0)
+
+
+def decoder(own: set[int] | None = None) -> Decoder:
+    """A decoder for the default policy's tables."""
+    mine = own or set()
+    return Decoder(frozenset({socket.AF_INET, 1}), frozenset({"filter", "raw"}), mine.__contains__)
+
+
+def test_transaction_on_our_table_is_one_event_naming_the_process() -> None:
+    """Rule messages then NEWGEN: one rule-change event with the committer's pid and name."""
+    (event,) = decoder().feed(
+        rule("filter", "INPUT") + rule("filter", "INPUT") + gen(42, "iptables-nft")
+    )
+    assert event.trigger is Trigger.RULE_CHANGE
+    assert (event.pid, event.process) == (42, "iptables-nft")
+    assert "INPUT" in event.detail
+
+
+def test_kube_chains_label_kube_proxy() -> None:
+    """A transaction touching KUBE-* chains is kube-proxy activity."""
+    (event,) = decoder().feed(rule("filter", "KUBE-SERVICES") + gen(7, "iptables-nft-re"))
+    assert event.trigger is Trigger.KUBE_PROXY
+
+
+def test_foreign_tables_families_and_own_writes_are_ignored() -> None:
+    """nat-only resyncs, IPv6 tables and our own restores cause no check at all."""
+    d = decoder(own={99})
+    assert d.feed(rule("nat", "KUBE-SVC-X") * 100 + gen(1, "kube-proxy")) == []
+    assert d.feed(rule("filter", "INPUT", family=socket.AF_INET6) + gen(1, "ip6tables")) == []
+    assert d.feed(rule("filter", "EFA_INPUT") + gen(99, "iptables-nft-re")) == []
+
+
+def test_transactions_split_across_datagrams() -> None:
+    """A transaction may span datagrams; each NEWGEN closes one."""
+    d = decoder()
+    assert d.feed(rule("raw", "PREROUTING")) == []
+    chain_del = message(NFT_MSG_DELCHAIN, nla(1, b"raw\0") + nla(3, b"EFA_NODEPORTS\0"))
+    events = d.feed(chain_del + gen(5, "nft") + rule("filter", "X") + gen(6, "nft"))
+    assert [e.pid for e in events] == [5, 6]
+    assert "EFA_NODEPORTS" in events[0].detail
+
+
+def test_truncated_input_is_ignored() -> None:
+    """A short or corrupt datagram yields nothing and does not raise."""
+    d = decoder()
+    whole = rule("filter", "INPUT") + gen(1, "x")
+    for cut in range(len(whole)):
+        d.feed(whole[:cut])
+    assert d.feed(b"\xff" * 40) == []
+
+
+def test_link_tracker_describes_changes_of_managed_interfaces() -> None:
+    """Down, up, carrier, rename, delete and re-create of eth0 are named; others ignored."""
+    t = LinkTracker(["eth0"])
+    up = IFF_UP | IFF_LOWER_UP
+    assert t.update("RTM_NEWLINK", 2, "eth0", up) == "eth0 appeared (up, carrier)"
+    assert t.update("RTM_NEWLINK", 2, "eth0", up) is None
+    assert t.update("RTM_NEWLINK", 2, "eth0", IFF_UP) == "eth0 carrier lost"
+    assert t.update("RTM_NEWLINK", 2, "eth0", 0) == "eth0 down"
+    assert t.update("RTM_NEWLINK", 2, "eth0", up) == "eth0 up"
+    assert t.update("RTM_NEWLINK", 2, "mgmt0", up) == "eth0 renamed to mgmt0"
+    assert t.update("RTM_NEWLINK", 3, "eth1", up) is None
+    assert t.update("RTM_DELLINK", 3, "eth1", 0) is None
+    assert t.update("RTM_NEWLINK", 4, "eth0", 0) == "eth0 appeared (down)"
+    assert t.update("RTM_DELLINK", 4, "eth0", 0) == "eth0 deleted"
+
+
+def test_wildcard_interfaces_match_like_iptables() -> None:
+    """A trailing + matches by prefix, as in iptables -i."""
+    assert matches("eth7", ["eth+"])
+    assert not matches("veth7", ["eth+"])
+    assert matches("eth0", ["eth0"])
+    assert not matches("eth00", ["eth0"])
