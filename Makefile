@@ -4,7 +4,7 @@
 PYTHON      ?= /usr/bin/python3
 VENV        ?= .venv
 VENV_OLD    ?= .venv-bookworm
-APT_PACKAGES = iptables iproute2 nmap python3-venv
+APT_PACKAGES = iptables iproute2 nmap python3-venv systemd
 # Debian bookworm's versions of our dependencies: the oldest generation we support.
 BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.1
 
@@ -54,6 +54,7 @@ test-unit: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python tests/bench.py
+	$(VENV)/bin/python tests/bench_daemon.py
 
 clean:
 	rm -rf $(VENV) $(VENV_OLD) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
