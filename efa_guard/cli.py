@@ -64,6 +64,7 @@ def _chains_data(insp: Inspection) -> list[dict[str, object]]:
     return [
         {
             "chain": want.key,
+            "family": want.family,
             "hook": want.hook,
             "in_sync": want == have,
             "exists": have.exists,
@@ -101,6 +102,8 @@ def _check_report(
     n = len(cfg.policy.chains)
     data: dict[str, object] = {
         "backend": ipt.kind,
+        "families": list(cfg.policy.families),
+        "drifted_families": sorted({s.family for s in insp.observed if s not in insp.desired}),
         "config": str(cfg.path),
         "desired_sha256": insp.desired_hash,
         "observed_sha256": insp.observed_hash,
@@ -114,7 +117,8 @@ def _check_report(
     if insp.in_sync:
         code = WARNING if warnings else OK
         digest = insp.desired_hash[:12]
-        summary = f"policy in place: {n} chains, {ipt.kind} backend, sha256 {digest}"
+        fams = "+".join(cfg.policy.families)
+        summary = f"policy in place: {n} chains, {ipt.kind} backend, {fams}, sha256 {digest}"
         if warnings:
             summary += f"; {warnings[0]}"
         return Report(code, summary + perf, details, data)
@@ -172,7 +176,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not outcome.changed:
         print(f"efa-guard: policy already in place on {ipt.kind} (sha256 {digest}); no change")
         return OK
-    tables = ", ".join(t.table for t in outcome.written)
+    tables = ", ".join(f"{t.family} {t.table}" for t in outcome.written)
     print(f"efa-guard: policy asserted on {ipt.kind} (sha256 {digest}); rewrote tables: {tables}")
     for d in outcome.before.drifts:
         print(f"  corrected: {d.describe()}")
@@ -200,7 +204,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     print(f"# efa-guard policy from {cfg.path}, as iptables-restore --noflush input.")
     print("# For a node without the policy: it inserts the jumps, so on a node that has it")
     print("# they would be doubled. `efa-guard apply` corrects any state atomically.")
-    print(restore_text(cfg.policy), end="")
+    text = restore_text(cfg.policy)
+    for family in cfg.policy.families:
+        tool = "ip6tables-restore" if family == "ipv6" else "iptables-restore"
+        print(f"# {family}: {tool} --noflush")
+        print(text, end="")
     return OK
 
 

@@ -10,11 +10,13 @@ from typing import Literal, cast
 
 from efa_guard.errors import ConfigError
 from efa_guard.policy import (
+    FAMILIES,
     HOOKS,
     MAX_PORT,
     MIN_PORT,
     TABLES_WITH_CONNTRACK,
     Chain,
+    Family,
     Policy,
     PortRange,
     Protocol,
@@ -40,7 +42,7 @@ _RESERVED_CHAINS = frozenset(
 )
 _PORT_SPEC = re.compile(r"(\d{1,5})(?:\s*[-:]\s*(\d{1,5}))?")
 
-_TOP_KEYS = frozenset({"backend", "interface", "chain", "daemon"})
+_TOP_KEYS = frozenset({"backend", "interface", "families", "chain", "daemon"})
 _CHAIN_KEYS = frozenset({"name", "table", "hook", "rule"})
 _RULE_KEYS = frozenset({"protocol", "ports", "except", "new_only", "interface"})
 
@@ -151,9 +153,21 @@ class _Validator:
             path=path,
             backend=backend,
             interface=interface,
-            policy=Policy(chains),
+            policy=Policy(chains, self.families(data.get("families", list(FAMILIES)))),
             daemon=self.daemon(data.get("daemon", {})),
         )
+
+    def families(self, raw: object) -> tuple[Family, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise self.fail("families", 'expected a non-empty list such as ["ipv4", "ipv6"]')
+        out: list[Family] = []
+        for i, item in enumerate(raw):
+            if item not in FAMILIES:
+                raise self.fail(f"families[{i}]", f"must be ipv4 or ipv6, got {item!r}")
+            if item in out:
+                raise self.fail(f"families[{i}]", f"{item} is listed twice")
+            out.append(cast("Family", item))
+        return tuple(out)
 
     def daemon(self, raw: object) -> Daemon:
         if not isinstance(raw, dict):

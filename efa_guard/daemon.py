@@ -36,6 +36,11 @@ class Sources:
                 stop()
 
 
+def _families(cfg: configmod.Config) -> set[int]:
+    kinds = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+    return {kinds[f] for f in cfg.policy.families}
+
+
 def _interfaces(cfg: configmod.Config) -> set[str]:
     return {r.interface for c in cfg.policy.chains for r in c.rules}
 
@@ -53,14 +58,19 @@ def start_sources(
         closed_no_write_supported,
     )
     from efa_guard.sources.links import LinkWatcher  # noqa: PLC0415
-    from efa_guard.sources.nft import NftWatcher  # noqa: PLC0415
+    from efa_guard.sources.nft import NFPROTO_INET, NftWatcher  # noqa: PLC0415
 
     sources = Sources()
     nft: NftWatcher | None = None
     links: LinkWatcher | None = None
     if ipt.kind == "nft":
         try:
-            nft = NftWatcher(emit, tables=cfg.policy.tables, own_pid=ipt.activity.is_own)
+            nft = NftWatcher(
+                emit,
+                tables=cfg.policy.tables,
+                own_pid=ipt.activity.is_own,
+                families=_families(cfg),
+            )
             nft.start()
             sources.stoppers.append(nft.stop)
             sources.names.append("nftables-events")
@@ -86,6 +96,7 @@ def start_sources(
     def on_config(new: configmod.Config) -> None:
         if nft is not None:
             nft.decoder.tables = frozenset(new.policy.tables)
+            nft.decoder.families = frozenset(_families(new)) | {NFPROTO_INET}
         if links is not None:
             links.tracker.patterns = tuple(_interfaces(new))
 
@@ -108,10 +119,12 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
     def on_signal(signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
             events.put(Event(Trigger.CONFIG_RELOAD, detail="SIGHUP"))
+        elif signum == signal.SIGUSR1:
+            events.put(Event(Trigger.STATUS, detail="SIGUSR1"))
         else:
             events.put(Event(Trigger.STOP, detail=signal.Signals(signum).name))
 
-    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
 
     sources, on_config = start_sources(cfg, ipt, events.put, log)
@@ -133,11 +146,7 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
         "stopping",
         message=f"efa-guard stopping ({reason}); the policy stays in place",
         reason=reason,
-        events=reconciler.stats.events,
-        checks=reconciler.stats.checks,
-        corrections=reconciler.stats.corrections,
-        failures=reconciler.stats.failures,
-        contests=reconciler.stats.contests,
+        **reconciler.counters(),
     )
     notifier.stopping()
     sources.stop()
@@ -165,6 +174,9 @@ def _loop(rec: Reconciler, events: queue.SimpleQueue[Event], notifier: Notifier)
         stop = next((e for e in batch if e.trigger is Trigger.STOP), None)
         if stop is not None:
             return stop.detail
+        if any(e.trigger is Trigger.STATUS for e in batch):
+            rec.report()
+            batch = [e for e in batch if e.trigger is not Trigger.STATUS]
         if now >= next_timer:
             batch.append(Event(Trigger.TIMER, detail="periodic check", at=now))
         batch += rec.due(now)

@@ -20,6 +20,7 @@ class Trigger(enum.StrEnum):
     STARTUP = "startup"
     FOLLOW_UP = "follow-up"
     STOP = "stop"
+    STATUS = "status"
 
 
 # Lower index wins when a burst mixes triggers.
@@ -34,6 +35,7 @@ PRECEDENCE = (
     Trigger.TIMER,
     Trigger.STARTUP,
     Trigger.STOP,
+    Trigger.STATUS,
 )
 
 

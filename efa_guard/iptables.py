@@ -101,9 +101,14 @@ class Iptables:
     activity: Activity = field(default_factory=Activity, repr=False)
     _paths: dict[str, str] = field(default_factory=dict, repr=False)
 
-    def binary(self, tool: Literal["iptables", "iptables-restore", "iptables-save"]) -> str:
-        """Absolute path of one tool of this backend."""
-        name = tool.replace("iptables", f"iptables-{self.kind}", 1)
+    def binary(
+        self,
+        tool: Literal["iptables", "iptables-restore", "iptables-save"],
+        family: str = "ipv4",
+    ) -> str:
+        """Absolute path of one tool of this backend (ip6tables' for ipv6)."""
+        prefix = "ip6tables" if family == "ipv6" else "iptables"
+        name = tool.replace("iptables", f"{prefix}-{self.kind}", 1)
         if name not in self._paths:
             found = _which(name)
             if found is None:
@@ -112,14 +117,20 @@ class Iptables:
             self._paths[name] = found
         return self._paths[name]
 
-    def _argv(self, table: str, *args: str) -> list[str]:
-        return [self.binary("iptables"), f"--wait={self.wait_seconds}", "-t", table, *args]
+    def _argv(self, table: str, *args: str, family: str = "ipv4") -> list[str]:
+        tool = self.binary("iptables", family)
+        return [tool, f"--wait={self.wait_seconds}", "-t", table, *args]
 
-    def list_chains(self, requests: Sequence[tuple[str, str]]) -> list[str | None]:
+    def list_chains(
+        self, requests: Sequence[tuple[str, str]], family: str = "ipv4"
+    ) -> list[str | None]:
         """`-S` listings of (table, chain) pairs, run concurrently; None for a missing chain."""
-        procs = [
-            (argv, self._spawn(argv)) for argv in (self._argv(t, "-S", c) for t, c in requests)
-        ]
+        return self.list_many([(family, t, c) for t, c in requests])
+
+    def list_many(self, requests: Sequence[tuple[str, str, str]]) -> list[str | None]:
+        """`-S` listings of (family, table, chain), run concurrently; None for a missing chain."""
+        argvs = [self._argv(t, "-S", c, family=f) for f, t, c in requests]
+        procs = [(argv, self._spawn(argv)) for argv in argvs]
         finished = [(argv, *self._wait(proc), proc.returncode) for argv, proc in procs]
         results: list[str | None] = []
         for argv, out, err, rc in finished:
@@ -135,23 +146,25 @@ class Iptables:
 
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
         """Observe each owned chain and the jumps to it: cost independent of foreign rules."""
-        requests: list[tuple[str, str]] = []
-        for c in policy.chains:
-            requests += [(c.table, c.name), (c.table, c.hook)]
-        listings = self.list_chains(requests)
+        pairs = [(f, c) for f in policy.families for c in policy.chains]
+        requests: list[tuple[str, str, str]] = []
+        for f, c in pairs:
+            requests += [(f, c.table, c.name), (f, c.table, c.hook)]
+        listings = self.list_many(requests)
         states = []
-        for i, chain in enumerate(policy.chains):
+        for i, (family, chain) in enumerate(pairs):
             own, hook = listings[2 * i], listings[2 * i + 1]
             if hook is None:
-                argv = self._argv(chain.table, "-S", chain.hook)
-                msg = f"built-in chain {chain.table}/{chain.hook} cannot be read"
+                argv = self._argv(chain.table, "-S", chain.hook, family=family)
+                msg = f"built-in chain {family} {chain.table}/{chain.hook} cannot be read"
                 raise CommandError(argv, 1, "", msg)
-            states.append(observe(chain, own, hook))
+            states.append(observe(chain, own, hook, family))
         return tuple(states)
 
     def restore(self, txn: Transaction) -> None:
         """Apply one table's transaction atomically with iptables-restore --noflush."""
-        argv = [self.binary("iptables-restore"), "--noflush", f"--wait={self.wait_seconds}"]
+        tool = self.binary("iptables-restore", txn.family)
+        argv = [tool, "--noflush", f"--wait={self.wait_seconds}"]
         proc = self._spawn(argv, stdin=True)
         out, err = self._wait(proc, txn.text)
         rc = proc.returncode

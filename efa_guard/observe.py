@@ -53,7 +53,9 @@ def jumps_to(hook_rules: tuple[str, ...], chain: str) -> tuple[Jump, ...]:
     )
 
 
-def observe(chain: Chain, chain_listing: str | None, hook_listing: str) -> ChainState:
+def observe(
+    chain: Chain, chain_listing: str | None, hook_listing: str, family: str = "ipv4"
+) -> ChainState:
     """Build the observed state; `chain_listing` is None when the chain does not exist."""
     rules = () if chain_listing is None else rules_of(chain_listing, chain.name)
     hook_rules = rules_of(hook_listing, chain.hook)
@@ -64,4 +66,5 @@ def observe(chain: Chain, chain_listing: str | None, hook_listing: str) -> Chain
         exists=chain_listing is not None,
         rules=rules,
         jumps=jumps_to(hook_rules, chain.name),
+        family=family,
     )

@@ -137,18 +137,21 @@ class Transaction:
     table: str
     text: str
     chains: tuple[str, ...]  # the owned chains it rewrites or re-hooks
+    family: str = "ipv4"
 
 
 def plan(pairs: Iterable[tuple[ChainState, ChainState]]) -> tuple[Transaction, ...]:
-    """One transaction per table whose owned chains drifted; none when all are in sync."""
-    by_table: dict[str, list[tuple[ChainState, ChainState]]] = {}
+    """One transaction per family and table whose owned chains drifted; none when in sync."""
+    by_table: dict[tuple[str, str], list[tuple[ChainState, ChainState]]] = {}
     for want, have in pairs:
         if want != have:
-            by_table.setdefault(want.table, []).append((want, have))
-    return tuple(_transaction(table, drifted) for table, drifted in by_table.items())
+            by_table.setdefault((want.family, want.table), []).append((want, have))
+    return tuple(_transaction(f, t, drifted) for (f, t), drifted in by_table.items())
 
 
-def _transaction(table: str, drifted: list[tuple[ChainState, ChainState]]) -> Transaction:
+def _transaction(
+    family: str, table: str, drifted: list[tuple[ChainState, ChainState]]
+) -> Transaction:
     declare: list[str] = []
     rules: list[str] = []
     hooks: list[str] = []
@@ -164,4 +167,5 @@ def _transaction(table: str, drifted: list[tuple[ChainState, ChainState]]) -> Tr
             hooks.extend("-D" + j.rule.removeprefix("-A") for j in have.jumps)
             hooks.append(f"-I {want.hook} 1 -j {want.name}")
     text = "\n".join([f"*{table}", *declare, *rules, *hooks, "COMMIT"]) + "\n"
-    return Transaction(table=table, text=text, chains=tuple(w.key for w, _ in drifted))
+    chains = tuple(w.key for w, _ in drifted)
+    return Transaction(table=table, text=text, chains=chains, family=family)

@@ -8,6 +8,8 @@ from typing import Literal
 
 Protocol = Literal["tcp", "udp"]
 Table = Literal["filter", "raw", "mangle"]
+Family = Literal["ipv4", "ipv6"]
+FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 
 MIN_PORT = 1
 MAX_PORT = 65535
@@ -119,9 +121,10 @@ class Chain:
 
 @dataclass(frozen=True)
 class Policy:
-    """The set of owned chains."""
+    """The set of owned chains, enforced in each address family."""
 
     chains: tuple[Chain, ...]
+    families: tuple[Family, ...] = ("ipv4",)
 
     @property
     def tables(self) -> tuple[str, ...]:

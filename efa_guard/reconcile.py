@@ -97,6 +97,29 @@ class Reconciler:
             times.append(self.hold_until)
         return min(times) if times else None
 
+    def counters(self) -> dict[str, object]:
+        """The counters, for the status and stopping events."""
+        s = self.stats
+        return {
+            "events": s.events,
+            "checks": s.checks,
+            "corrections": s.corrections,
+            "failures": s.failures,
+            "contests": s.contests,
+            "contested": self._contested,
+            "hash": self.last_hash,
+        }
+
+    def report(self) -> None:
+        """Log the counters (SIGUSR1)."""
+        c = self.counters()
+        self.log.info(
+            "status",
+            message=f"status: {c['checks']} checks, {c['corrections']} corrections, "
+            f"{c['failures']} failures, contested: {c['contested']}",
+            **c,
+        )
+
     def startup(self) -> None:
         """Assert the policy once, and say what was found."""
         self._check([Event(Trigger.STARTUP, detail="daemon start")], startup=True)
@@ -180,6 +203,7 @@ class Reconciler:
             chains=chains,
             drift=drift,
             drift_kinds=sorted({str(d.kind) for d in insp.drifts}),
+            families=sorted({c.split(" ", 1)[0] for c in chains}),
             diff="\n".join(drift),
             hash_before=insp.observed_hash,
             hash_after=hash_after,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from efa_guard.policy import Chain, Policy, Rule, multiport_chunks
+from efa_guard.policy import Chain, Family, Policy, Rule, multiport_chunks
 from efa_guard.state import ChainState, Jump
 
 
@@ -25,8 +25,8 @@ def jump_rule(chain: Chain) -> str:
     return f"-A {chain.hook} -j {chain.name}"
 
 
-def desired(chain: Chain) -> ChainState:
-    """The state an owned chain must be in."""
+def desired(chain: Chain, family: Family = "ipv4") -> ChainState:
+    """The state an owned chain must be in (the rules read the same in both families)."""
     rules = tuple(line for rule in chain.rules for line in rule_lines(chain, rule))
     return ChainState(
         table=chain.table,
@@ -35,16 +35,17 @@ def desired(chain: Chain) -> ChainState:
         exists=True,
         rules=rules,
         jumps=(Jump(1, jump_rule(chain)),),
+        family=family,
     )
 
 
 def desired_states(policy: Policy) -> tuple[ChainState, ...]:
-    """The desired state of every owned chain, in policy order."""
-    return tuple(desired(c) for c in policy.chains)
+    """The desired state of every owned chain in every family, in policy order."""
+    return tuple(desired(c, f) for f in policy.families for c in policy.chains)
 
 
 def restore_text(policy: Policy) -> str:
-    """iptables-restore --noflush input that asserts the policy on a system without it."""
+    """iptables-restore (ip6tables-restore) --noflush input for a system without the policy."""
     out: list[str] = []
     for table in policy.tables:
         out.append(f"*{table}")

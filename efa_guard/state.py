@@ -25,15 +25,16 @@ class ChainState:
     exists: bool
     rules: tuple[str, ...]
     jumps: tuple[Jump, ...]
+    family: str = "ipv4"
 
     @property
     def key(self) -> str:
-        """`table/name`, how reports name a chain."""
-        return f"{self.table}/{self.name}"
+        """`family table/name`, how reports name a chain."""
+        return f"{self.family} {self.table}/{self.name}"
 
     def canonical(self) -> str:
         """The text that is hashed: identical for desired and observed exactly when in sync."""
-        lines = [f"*{self.table} {self.hook}"]
+        lines = [f"*{self.family} {self.table} {self.hook}"]
         lines.append(f"-N {self.name}" if self.exists else f"# absent {self.name}")
         lines.extend(self.rules)
         lines.extend(f"@{j.position} {j.rule}" for j in self.jumps)

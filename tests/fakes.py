@@ -39,7 +39,7 @@ class FakeIptables:
 
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
         """The current states, in policy order."""
-        return tuple(self.states[f"{c.table}/{c.name}"] for c in policy.chains)
+        return tuple(self.states[s.key] for s in desired_states(policy))
 
     def restore(self, txn: Transaction) -> None:
         """Apply, or fail as told."""
@@ -73,5 +73,5 @@ def in_sync() -> FakeIptables:
 
 def tamper(ipt: FakeIptables) -> None:
     """Flush EFA_INPUT in the fake."""
-    key = "filter/EFA_INPUT"
+    key = "ipv4 filter/EFA_INPUT"
     ipt.states[key] = replace(ipt.states[key], rules=())

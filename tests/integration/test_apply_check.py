@@ -21,7 +21,8 @@ def test_apply_then_check_is_ok(guard: Guard) -> None:
     first = guard.efa("apply")
     assert first.returncode == 0, first.stderr
     assert "policy asserted" in first.stdout
-    assert "corrected: filter/EFA_INPUT: chain missing" in first.stdout
+    assert "corrected: ipv4 filter/EFA_INPUT: chain missing" in first.stdout
+    assert "corrected: ipv6 filter/EFA_INPUT: chain missing" in first.stdout
     check = guard.efa("check")
     assert check.returncode == 0, check.stdout
     assert check.stdout.startswith(f"EFA-GUARD OK - policy in place: 2 chains, {guard.backend}")
@@ -83,7 +84,7 @@ def test_dry_run_prints_the_transaction_and_writes_nothing(guard: Guard) -> None
     before = guard.save()
     out = guard.efa("apply", "--dry-run")
     assert out.returncode == 0
-    assert "# drift: filter/EFA_INPUT: rule 3 missing" in out.stdout
+    assert "# drift: ipv4 filter/EFA_INPUT: rule 3 missing" in out.stdout
     assert ":EFA_INPUT - [0:0]" in out.stdout
     assert guard.save() == before
 
@@ -94,7 +95,8 @@ def test_check_json_is_machine_readable(guard: Guard) -> None:
     assert missing["status"] == "CRITICAL"
     assert missing["exit_code"] == 2
     kinds = [d["kind"] for d in missing["drift"]]  # type: ignore[attr-defined]
-    assert kinds == ["chain-missing", "jump-missing", "chain-missing", "jump-missing"]
+    assert kinds == ["chain-missing", "jump-missing"] * 4
+    assert missing["drifted_families"] == ["ipv4", "ipv6"]
     assert guard.efa("apply").returncode == 0
     ok = guard.check_json()
     assert ok["status"] == "OK"

@@ -112,3 +112,28 @@ def test_foreign_rules_stay_byte_identical(guard: Guard) -> None:
     assert guard.efa("check", "--fix").returncode == 1
     assert foreign() == expected
     assert guard.efa("check").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-F", "EFA_INPUT"], "ipv6 filter/EFA_INPUT: rule 1 missing"),
+        (["-I", "INPUT", "1", "-j", "ACCEPT"], "ipv6 filter/EFA_INPUT: jump at position 2"),
+        (["-t", "raw", "-D", "PREROUTING", "-j", "EFA_NODEPORTS"], "ipv6 raw/EFA_NODEPORTS: jump"),
+    ],
+)
+def test_ipv6_drift_is_reported_as_ipv6(guard: Guard, argv: list[str], expected: str) -> None:
+    """ip6tables tampering is CRITICAL naming the ipv6 chain; IPv4 stays untouched and in sync."""
+    assert guard.efa("apply").returncode == 0
+    v4 = guard.save()
+    guard.box.run([f"ip6tables-{guard.backend}", *argv])
+    check = guard.check_json()
+    assert check["status"] == "CRITICAL"
+    assert check["drifted_families"] == ["ipv6"]
+    assert expected in str(check["summary"])
+    fix = guard.efa("check", "--fix")
+    assert fix.returncode == 1
+    assert guard.efa("check").returncode == 0
+    assert guard.save() == v4
+    six = guard.box.run([f"ip6tables-{guard.backend}", "-S", "INPUT"]).stdout
+    assert six.splitlines()[1] == "-A INPUT -j EFA_INPUT"

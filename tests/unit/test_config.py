@@ -38,6 +38,7 @@ def test_minimal_config_defaults() -> None:
     """Optional keys take their documented defaults."""
     cfg = parse(MINIMAL, path=P)
     (rule,) = cfg.policy.chains[0].rules
+    assert cfg.policy.families == ("ipv4", "ipv6")
     assert cfg.backend == "auto"
     assert rule.interface == "eth0"
     assert rule.new_only is False
@@ -82,6 +83,9 @@ BAD = [
         "only one jump can be first",
     ),
     ('interface = "eth0"\n', "chain", "missing required key"),
+    ("families = []\n" + MINIMAL, "families", "non-empty list"),
+    ("families = ['ipv5']\n" + MINIMAL, "families[0]", "must be ipv4 or ipv6"),
+    ("families = ['ipv6', 'ipv6']\n" + MINIMAL, "families[1]", "listed twice"),
     ('interface = "eth0"\nchain = []\n', "chain", "expected one or more"),
     (MINIMAL.split("[[chain.rule]]", maxsplit=1)[0], "chain[0].rule", "missing required key"),
     ("interface = ", "(syntax)", "invalid TOML"),

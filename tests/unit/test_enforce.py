@@ -19,12 +19,12 @@ def test_in_sync_writes_nothing() -> None:
 
 
 def test_one_transaction_per_drifted_table() -> None:
-    """Both tables drifted: two restores, then in sync."""
+    """Both tables drifted in both families: four restores, then in sync."""
     ipt = fake()
     out = enforce(ipt, CFG.policy)  # type: ignore[arg-type]
-    assert ipt.restores == ["filter", "raw"]
+    assert ipt.restores == ["filter", "raw", "filter", "raw"]
     assert out.after.in_sync
-    assert len(out.before.drifts) == 4
+    assert len(out.before.drifts) == 8
 
 
 def test_lost_races_are_retried_and_logged() -> None:

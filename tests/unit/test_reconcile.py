@@ -59,7 +59,8 @@ def test_startup_asserts_and_says_what_it_found() -> None:
     (entry,) = logs
     assert entry["event"] == "policy_asserted"
     assert entry["changed"] is True
-    assert "filter/EFA_INPUT: chain missing" in entry["drift"]
+    assert "ipv4 filter/EFA_INPUT: chain missing" in entry["drift"]
+    assert "ipv6 filter/EFA_INPUT: chain missing" in entry["drift"]
 
 
 def test_correction_is_labelled_with_trigger_culprit_and_latency() -> None:

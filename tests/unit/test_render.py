@@ -23,7 +23,9 @@ SEED = (
 def test_default_policy_starts_with_the_seed(default_config_text: str) -> None:
     """EFA_INPUT's first two rules are the seed's, then 111 TCP and UDP."""
     cfg = parse(default_config_text, path=Path("x.toml"))
-    filt, raw = desired_states(cfg.policy)
+    filt, raw, filt6, raw6 = desired_states(cfg.policy)
+    assert (filt6.rules, raw6.rules) == (filt.rules, raw.rules)
+    assert (filt6.family, raw6.family) == ("ipv6", "ipv6")
     assert filt.rules[:2] == SEED
     assert filt.rules[2:] == (
         "-A EFA_INPUT -i eth0 -p tcp -m multiport --dports 111 -m conntrack --ctstate NEW -j DROP",
