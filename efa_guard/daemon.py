@@ -183,6 +183,7 @@ def _loop(rec: Reconciler, events: queue.SimpleQueue[Event], notifier: Notifier)
         if batch:
             rec.handle(batch)
             next_timer = clock() + rec.config.daemon.interval
+        rec.release(clock())
 
 
 def _settle(events: queue.SimpleQueue[Event], batch: list[Event]) -> None:

@@ -70,6 +70,10 @@ class Reconciler:
                 )
                 if self.config.daemon.follow_up > 0:
                     self.follow_ups.append(now + self.config.daemon.follow_up)
+        self._check_or_hold(events, now)
+
+    def _check_or_hold(self, events: list[Event], now: float) -> None:
+        # Held events were handled above already; only their check is owed.
         if now < self.hold_until:
             self.pending = (self.pending + events)[-_PENDING_KEEP:]
             return
@@ -78,17 +82,19 @@ class Reconciler:
         self._check(batch)
 
     def due(self, now: float) -> list[Event]:
-        """Events owed at `now`: interface follow-ups, and a held batch whose backoff ended."""
+        """New events owed at `now`: the follow-up checks after interface events."""
         out = [
             Event(Trigger.FOLLOW_UP, detail="re-check after an interface event", at=now)
             for t in self.follow_ups
             if t <= now
         ]
         self.follow_ups = [t for t in self.follow_ups if t > now]
-        if self.pending and now >= self.hold_until:
-            out += self.pending
-            self.pending = []
         return out
+
+    def release(self, now: float) -> None:
+        """Run the check a backoff held back, once it has passed."""
+        if self.pending and now >= self.hold_until:
+            self._check_or_hold([], now)
 
     def next_deadline(self) -> float | None:
         """When `due` will have something."""
@@ -141,7 +147,8 @@ class Reconciler:
             self._calm()
             return
         now = self.clock()
-        self._note_correction(now, events, insp)
+        if label(events) is not Trigger.CONFIG_RELOAD:  # the operator's own edit is no fight
+            self._note_correction(now, events, insp)
         try:
             outcome = enforce(self.ipt, policy, on_retry=self._retry, seen=insp)
         except EfaGuardError as e:

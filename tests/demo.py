@@ -12,8 +12,13 @@ test (exit status 0 only if everything behaved as expected):
    resulting chains.
 4. After: the same scan, side by side with the first, and the verdict.
 5. Tampering, each time detected by ``check`` and repaired by ``check --fix``.
-6. Proof that the foreign KUBE-* rules were never touched.
-7. Cleanup, always (also on failure and on Ctrl-C / SIGTERM).
+6. The daemon, ``efa-guard run --log-format journal``: the same tampers and
+   more (a kube-proxy restart, config edits, one of them broken), each undone
+   by the daemon on its own and journaled; then ``efa-guard history``, one
+   full journal entry, and SIGTERM (exit 0, the policy stays).  A
+   systemd-journald is started for it if none runs, and stopped again.
+7. Proof that the foreign KUBE-* rules were never touched.
+8. Cleanup, always (also on failure and on Ctrl-C / SIGTERM).
 
 Usage (as root)::
 
@@ -26,14 +31,19 @@ root, a tool missing, a sandbox command failed); 130 interrupted.
 Nothing outside the sandbox's namespaces is touched: every iptables and
 efa-guard command runs through ``ip netns exec``, the configuration is a
 temporary copy of ``config/efa-guard.toml`` outside the repository, and nmap
-scans only the sandbox's own address.
+scans only the sandbox's own address.  The only things started outside the
+namespaces are a standalone systemd-journald when the machine runs none
+(stopped by PID at the end) and the ``journalctl`` reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -43,11 +53,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandbox import GUARD_ADDR, OUTSIDE_ADDR, Sandbox, SandboxError, missing_tools, sandbox
+from sandbox import (
+    FOREIGN_RULES,
+    GUARD_ADDR,
+    OUTSIDE_ADDR,
+    Sandbox,
+    SandboxError,
+    missing_tools,
+    sandbox,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
-    from types import FrameType
+    from collections.abc import Iterable, Iterator, Sequence
+    from types import FrameType, ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository: its ``efa_guard`` package is the one under test."""
@@ -103,6 +121,77 @@ EXPECTED_AFTER: dict[Key, frozenset[str]] = {
 
 _COUNTERS = re.compile(r"\s*\[\d+:\d+\]$")
 _OWNED = re.compile(r"\b(?:" + "|".join(OWNED_CHAINS) + r")\b")
+
+JOURNALD = Path("/lib/systemd/systemd-journald")
+"""Started (and stopped again) for the daemon section when no journald runs."""
+LEGACY_INTERVAL = 1.0
+"""The daemon's timer on legacy, where it is the main signal (nft reacts to events)."""
+CORRECTION_TIMEOUT = 15.0
+"""Seconds to wait for the daemon to journal an event."""
+EXTRA_PORT, BAD_PORT = 9999, 70000
+"""The valid and the broken config edit of the daemon section."""
+EVENT_TRIGGERS = frozenset({"rule-change", "kube-proxy"})
+"""Triggers of the nft netlink events: they name the process that wrote."""
+
+
+def _journal() -> ModuleType:
+    """``efa_guard.journal`` of this checkout (its MESSAGE_IDs and journal_available)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import efa_guard.journal  # noqa: PLC0415 - needs the path fix above
+
+    return efa_guard.journal
+
+
+@contextlib.contextmanager
+def journald(workdir: Path) -> Iterator[None]:
+    """The machine's journald, or one started here and stopped (by PID) on exit."""
+    available = _journal().journal_available
+    if available():
+        print("journald: one is running already; the daemon logs to it (the demo leaves it be)")
+        yield
+        return
+    if not JOURNALD.exists():
+        raise DemoAbortedError(f"no journald runs and {JOURNALD} is not installed")
+    errors = workdir / "journald.stderr"
+    with errors.open("w") as err:
+        proc = subprocess.Popen(
+            [str(JOURNALD)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not available():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DemoAbortedError(
+                    f"{JOURNALD} did not start (exit {proc.poll()}): {errors.read_text().strip()}"
+                )
+            time.sleep(0.05)
+        print(f"journald: none was running; started {JOURNALD} (pid {proc.pid}) for the demo")
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        print(f"journald started by the demo (pid {proc.pid}) stopped")
+
+
+def kube_proxy_restart() -> str:
+    """``iptables-restore --noflush`` input of a kube-proxy restart in the sandbox.
+
+    The filter part of the sandbox's foreign rules, as kube-proxy writes it when
+    it starts: its chains re-declared (flushed and refilled), its INPUT jumps
+    deleted and inserted again at the top, which pushes efa-guard's jump down.
+    The result is the same foreign rules as before, in the same order.
+    """
+    block = FOREIGN_RULES.split("*filter\n", 1)[1].split("COMMIT", 1)[0].splitlines()
+    inserts = [line for line in block if line.startswith("-I INPUT 1 ")]
+    deletes = ["-D INPUT " + line.removeprefix("-I INPUT 1 ") for line in inserts]
+    first = block.index(inserts[0])
+    return "\n".join(["*filter", *block[:first], *deletes, *block[first:], "COMMIT", ""])
 
 
 class DemoAbortedError(Exception):
@@ -171,6 +260,11 @@ def foreign_view(save: str) -> dict[str, list[str]]:
     return tables
 
 
+def ruleset(save: str) -> list[str]:
+    """``iptables-save`` output without its dated comments and packet counters."""
+    return [_COUNTERS.sub("", line) for line in save.splitlines() if not line.startswith("#")]
+
+
 def dropped_packets(listing: str) -> int:
     """Sum the packet counters of the rules in an ``iptables -v -x -n -L CHAIN`` listing."""
     total = 0
@@ -188,7 +282,13 @@ class Demo:
     sb: Sandbox
     backend: str
     config: Path
+    stack: contextlib.ExitStack
+    """Cleanups that outlive a section (the journald the demo starts)."""
     failures: list[str] = field(default_factory=list)
+    daemon: subprocess.Popen[bytes] | None = None
+    """``efa-guard run`` in the guard namespace, once started."""
+    corrections: int = 0
+    """drift_corrected events the daemon section has waited for so far."""
 
     @property
     def ipt(self) -> str:
@@ -237,7 +337,7 @@ class Demo:
             str(self.config),
         ]
         proc = self.sb.run(argv, check=False)
-        shown = f"efa-guard {' '.join(args)} --config $CONFIG"
+        shown = f"efa-guard {shlex.join(args)} --config $CONFIG"
         if show:
             print(f"guard# {shown}")
             print(_indent(proc.stdout))
@@ -417,9 +517,358 @@ class Demo:
         ):
             print(f"    all {len(result)} ports as in 'After'")
 
+    # -- the daemon ------------------------------------------------------------
+
+    @property
+    def daemon_pid(self) -> int:
+        """The daemon's PID (``ip netns exec`` execs it: the PID journald records)."""
+        if self.daemon is None:
+            raise DemoAbortedError("the daemon is not running")
+        return self.daemon.pid
+
+    def journal(self, event: str) -> list[dict[str, str]]:
+        """The daemon's journal entries of one event type, oldest first."""
+        message_id = _journal().MESSAGE_IDS[event]
+        argv = ["journalctl", "--no-pager", "-o", "json"]
+        argv += [f"_PID={self.daemon_pid}", f"MESSAGE_ID={message_id}"]
+        out = self.sb.run(argv, check=False).stdout
+        entries: list[dict[str, str]] = []
+        for line in out.splitlines():
+            if line.strip():
+                record = json.loads(line)
+                entries.append({k: v for k, v in record.items() if isinstance(v, str)})
+        return entries
+
+    def wait_journal(self, event: str, count: int) -> dict[str, str] | None:
+        """Wait for the daemon's ``count``-th ``event`` entry; None (a failure) on timeout."""
+        deadline = time.monotonic() + CORRECTION_TIMEOUT
+        exited: float | None = None
+        while True:
+            entries = self.journal(event)
+            if len(entries) >= count:
+                return entries[count - 1]
+            now = time.monotonic()
+            if exited is None and self.daemon is not None and self.daemon.poll() is not None:
+                exited = now  # its last datagrams may still be on their way to journald
+            if now > deadline or (exited is not None and now > exited + 1.0):
+                why = f"the daemon exited {self.daemon_exit()}, " if exited is not None else ""
+                self.expect(
+                    False,  # noqa: FBT003 - expect(ok, ...) reads best positionally
+                    f"the daemon journals {event} #{count} within {CORRECTION_TIMEOUT:g} s",
+                    f"{why}{len(entries)} {event} entr{'y' if len(entries) == 1 else 'ies'}",
+                )
+                return None
+            time.sleep(0.05)
+
+    def daemon_exit(self) -> str:
+        """The daemon's exit status and the tail of its stderr, for failure messages."""
+        rc = self.daemon.poll() if self.daemon is not None else None
+        err = (self.config.parent / "daemon.stderr").read_text().strip()
+        return f"{rc}" + (f", stderr: {err[-500:]}" if err else "")
+
+    def triggers(self, nft: str) -> frozenset[str]:
+        """What should trigger a correction: ``nft``'s event, or legacy's timer or lock."""
+        return frozenset({nft}) if self.backend == "nft" else frozenset({"timer", "xtables-lock"})
+
+    def corrected(self, drift: str, triggers: frozenset[str]) -> dict[str, str] | None:
+        """Wait for the daemon's next correction; print its MESSAGE and check its fields."""
+        self.corrections += 1
+        entry = self.wait_journal("drift_corrected", self.corrections)
+        if entry is None:
+            return None
+        message = entry.get("MESSAGE", "")
+        print(f"  daemon: {message}")
+        self.expect(drift in message, f"the correction names {drift!r}", message)
+        trigger = entry.get("TRIGGER", "")
+        self.expect(
+            trigger in triggers,
+            f"the correction's trigger is {' or '.join(sorted(triggers))}",
+            trigger,
+        )
+        if trigger in EVENT_TRIGGERS:
+            self.expect(
+                entry.get("CULPRIT_NAME", "").startswith("iptables")
+                and int(entry.get("CULPRIT_PID", "0") or "0") > 0,
+                "the correction names the iptables process that wrote",
+                f"CULPRIT_NAME={entry.get('CULPRIT_NAME')} CULPRIT_PID={entry.get('CULPRIT_PID')}",
+            )
+        latency = float(entry.get("LATENCY_MS", "0") or "0")
+        limit = 1000.0 if self.backend == "nft" else 1000.0 * (LEGACY_INTERVAL + 1)
+        self.expect(
+            0 < latency < limit, f"the correction's latency is under {limit:g} ms", f"{latency}"
+        )
+        self.expect(
+            entry.get("HASH_BEFORE") != entry.get("HASH_AFTER"),
+            "HASH_BEFORE and HASH_AFTER differ",
+            entry.get("HASH_AFTER", ""),
+        )
+        return entry
+
+    def start_daemon(self) -> None:
+        """Start ``efa-guard run --log-format journal`` in the guard namespace."""
+        settings: dict[str, str] = {}
+        if self.backend == "legacy":
+            settings["interval"] = f"{LEGACY_INTERVAL}"
+        text = self.config.read_text()
+        for key, value in settings.items():
+            text, count = re.subn(rf"(?m)^{key}\s*=\s*[0-9.]+", f"{key} = {value}", text)
+            if count != 1:
+                raise DemoAbortedError(f"{self.config}: expected one `{key} = ...` line")
+        self.config.write_text(text)
+        print("The daemon's settings in $CONFIG ([daemon]):")
+        if self.backend == "legacy":
+            print(
+                f"  interval = {LEGACY_INTERVAL:g} s (10 by default): legacy sends no events when"
+                " rules change;\n  the timer is the main signal, with closes of /run/xtables.lock."
+            )
+        else:
+            print(
+                "  interval = 10 s, the default: nf_tables reports every rule change over netlink;"
+                "\n  the events, not the timer, do the work."
+            )
+        pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONPATH=pythonpath)
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(name, None)
+        argv = ["ip", "netns", "exec", self.sb.guard, sys.executable, "-m", "efa_guard", "run"]
+        argv += ["--config", str(self.config), "--log-format", "journal"]
+        stderr = self.config.parent / "daemon.stderr"
+        print("guard# efa-guard run --config $CONFIG --log-format journal &")
+        with stderr.open("w") as err:
+            self.daemon = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+            )
+        print(f"    daemon pid {self.daemon.pid}; its stderr goes to {stderr}")
+
+    def stop_daemon(self) -> int | None:
+        """SIGTERM the daemon (by PID) and reap it; SIGKILL if it hangs. Its exit status."""
+        if self.daemon is None:
+            return None
+        if self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait(timeout=15)
+                self.expect(False, "the daemon stops on SIGTERM", "killed after 15 s")  # noqa: FBT003
+        return self.daemon.returncode
+
+    def run_daemon(self) -> None:
+        """Step 6: the daemon undoes every tamper on its own; history; SIGTERM."""
+        self.heading("6. The daemon: every tamper undone on its own, and journaled")
+        self.stack.enter_context(journald(self.config.parent))
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.start_daemon()
+        try:
+            self.daemon_tampers()
+            self.daemon_config_edits()
+            self.daemon_history(since)
+            self.daemon_stop()
+        finally:
+            self.stop_daemon()
+
+    def daemon_tampers(self) -> None:
+        """The daemon starts, then undoes four tampers with no `check --fix`."""
+        for event in ("started", "policy_asserted"):
+            entry = self.wait_journal(event, 1)
+            if entry is not None:
+                print(f"  journal: {entry.get('MESSAGE')}")
+        asserted = self.journal("policy_asserted")
+        self.expect(
+            bool(asserted) and "already in place" in asserted[0].get("MESSAGE", ""),
+            "the daemon finds the policy of step 5 in place",
+            asserted[0].get("MESSAGE", "") if asserted else "no policy_asserted",
+        )
+        ipt = self.ipt
+        print("\na) Someone flushes the owned chain; nobody runs `check --fix` now:")
+        self.guard([ipt, "-F", "EFA_INPUT"])
+        self.corrected("filter/EFA_INPUT: rule 1 missing", self.triggers("rule-change"))
+
+        print("\nb) Someone inserts an ACCEPT for MySQL above the jump:")
+        stray = ["-p", "tcp", "--dport", "3306", "-j", "ACCEPT"]
+        self.guard([ipt, "-I", "INPUT", "1", *stray])
+        self.corrected(
+            "filter/EFA_INPUT: jump at position 2, not first", self.triggers("rule-change")
+        )
+        self.check_state(self.scan(tcp=[3306], udp=[]), ("tcp", 3306), FILTERED)
+        inputs = self.guard([ipt, "-S", "INPUT"], show=False).splitlines()
+        self.expect(
+            inputs[1:3]
+            == ["-A INPUT -j EFA_INPUT", "-A INPUT -p tcp -m tcp --dport 3306 -j ACCEPT"],
+            "INPUT holds the jump first, then the stray ACCEPT",
+            str(inputs),
+        )
+        print(
+            "The jump is first again; the stray rule is not efa-guard's. The operator removes it:"
+        )
+        self.guard([ipt, "-D", "INPUT", *stray])
+
+        print("\nc) kube-proxy restarts: it rewrites its chains and re-inserts its jumps on top:")
+        restore = kube_proxy_restart()
+        print(f"guard# {ipt}-restore --noflush <<'EOF'")
+        print(_indent(restore) + "\n    EOF")
+        self.sb.run([f"{ipt}-restore", "--noflush"], input=restore)
+        self.corrected(
+            "filter/EFA_INPUT: jump at position 3, not first", self.triggers("kube-proxy")
+        )
+        inputs = self.guard([ipt, "-S", "INPUT"]).splitlines()
+        self.expect(
+            inputs[1:2] == ["-A INPUT -j EFA_INPUT"]
+            and [line.split()[-1] for line in inputs[2:]] == ["KUBE-SERVICES", "KUBE-FIREWALL"],
+            "INPUT: efa-guard's jump, then kube-proxy's two, in their order",
+            str(inputs),
+        )
+
+        print("\nd) Someone deletes the raw jump, exposing the NodePort:")
+        self.guard([ipt, "-t", "raw", "-D", "PREROUTING", "-j", "EFA_NODEPORTS"])
+        self.corrected("raw/EFA_NODEPORTS: jump missing", self.triggers("rule-change"))
+        self.check_state(self.scan(tcp=[NODE_PORT], udp=[]), ("tcp", NODE_PORT), FILTERED)
+
+    def daemon_config_edits(self) -> None:
+        """A valid config edit is applied, a broken one rejected; then the file is restored."""
+        ipt, cfg = self.ipt, self.config
+        reload = frozenset({"config-reload"})
+        good = cfg.read_text()
+        edited, count = re.subn(r"(?m)^(\s*ports = )\[111\]$", rf"\g<1>[111, {EXTRA_PORT}]", good)
+        if count != 2:  # the TCP and the UDP rule
+            raise DemoAbortedError(f"{cfg}: expected two `ports = [111]` lines, found {count}")
+        print(
+            f"\ne) The operator adds port {EXTRA_PORT} to the TCP and UDP 111 rules of $CONFIG"
+            "\n   (no restart, no SIGHUP: the daemon watches the file):"
+        )
+        print(f"    -  ports = [111]\n    +  ports = [111, {EXTRA_PORT}]")
+        cfg.write_text(edited)
+        reloaded = self.wait_journal("config_reloaded", 1)
+        if reloaded is not None:
+            print(f"  daemon: {reloaded.get('MESSAGE')}")
+        self.corrected("filter/EFA_INPUT: rule 3 changed", reload)
+        listing = self.guard([ipt, "-S", "EFA_INPUT"])
+        self.expect(
+            listing.count(f"--dports 111,{EXTRA_PORT} ") == 2,  # TCP and UDP
+            f"the kernel drops 111 and {EXTRA_PORT}, TCP and UDP",
+            listing,
+        )
+        print(
+            f"The kernel now drops {EXTRA_PORT} in its own rules too ({EXTRA_PORT} also lies in the"
+            "\nseed's 1024-65535 range, so nmap saw it filtered already; the rules are the proof)."
+        )
+        proc = self.efa("check", rc=0, contains=("EFA-GUARD OK",), show=False)
+        print(f"  and: {proc.stdout.splitlines()[0] if proc.stdout else '(no output)'}")
+
+        print(f"\nf) A broken edit: port {BAD_PORT}.")
+        broken = edited.replace(f"ports = [111, {EXTRA_PORT}]", f"ports = [{BAD_PORT}]", 1)
+        print(f"    -  ports = [111, {EXTRA_PORT}]\n    +  ports = [{BAD_PORT}]")
+        before = ruleset(self.sb.save(iptables=ipt))
+        cfg.write_text(broken)
+        rejected = self.wait_journal("config_rejected", 1)
+        if rejected is not None:
+            message = rejected.get("MESSAGE", "")
+            print(f"  daemon: {message}")
+            self.expect(
+                f"port {BAD_PORT} is out of range" in message,
+                "config_rejected names the bad port",
+                message,
+            )
+        time.sleep(LEGACY_INTERVAL + 0.5)  # a timer check or two on legacy, events on nft
+        after = ruleset(self.sb.save(iptables=ipt))
+        if self.expect(
+            before == after and self.daemon is not None and self.daemon.poll() is None,
+            "the daemon runs on with the running policy, the kernel unchanged",
+            f"daemon exit {self.daemon_exit()}" if before == after else "the ruleset changed",
+        ):
+            print(
+                f"  the daemon runs on; `{ipt}-save` is unchanged: the running policy (111 and"
+                f" {EXTRA_PORT}) stays"
+            )
+        print("One-shot commands read the broken file and say so:")
+        self.efa("check", rc=3, contains=("EFA-GUARD UNKNOWN", f"port {BAD_PORT}"))
+
+        print("\ng) The operator restores the original file:")
+        cfg.write_text(good)
+        reloaded = self.wait_journal("config_reloaded", 2)
+        if reloaded is not None:
+            print(f"  daemon: {reloaded.get('MESSAGE')}")
+        self.corrected("filter/EFA_INPUT: rule 3 changed", reload)
+        listing = self.guard([ipt, "-S", "EFA_INPUT"], show=False)
+        self.expect(str(EXTRA_PORT) not in listing, f"{EXTRA_PORT} is gone again", listing)
+        proc = self.efa("check", rc=0, contains=("EFA-GUARD OK",), show=False)
+        print(f"  and: {proc.stdout.splitlines()[0] if proc.stdout else '(no output)'}")
+
+    def daemon_history(self, since: str) -> None:
+        """`efa-guard history` and one full journal entry."""
+        total = len(self.journal("drift_corrected"))
+        self.expect(
+            total == self.corrections,
+            f"exactly {self.corrections} corrections, one per change",
+            f"{total}",
+        )
+        rejected = len(self.journal("config_rejected"))
+        self.expect(rejected == 1, "exactly one config_rejected event", f"{rejected}")
+        print(f"\nWhat the daemon did, read back from the journal (entries since {since}):")
+        self.efa("history", "--since", since, rc=0, contains=("drift_corrected",))
+        proc = self.efa("history", "--since", since, "--json", rc=0, show=False)
+        try:
+            entries: list[dict[str, object]] = json.loads(proc.stdout)
+        except ValueError as exc:
+            entries = []
+            self.expect(False, "`efa-guard history --json` prints JSON", str(exc))  # noqa: FBT003
+        mine = [e for e in entries if e.get("pid") == self.daemon_pid]
+        self.expect(
+            [e.get("event") for e in mine] == ["drift_corrected"] * self.corrections,
+            f"history lists the daemon's {self.corrections} corrections",
+            str([e.get("event") for e in mine]),
+        )
+        others = sorted({str(e.get("pid")) for e in entries if e.get("pid") != self.daemon_pid})
+        if others:
+            print(
+                f"  (history lists every efa-guard on this machine: the daemon here is pid"
+                f" {self.daemon_pid};\n  other lines come from pid {', '.join(others)})"
+            )
+        corrections = self.journal("drift_corrected")
+        if len(corrections) < 3:  # the kube-proxy restart is the third
+            return
+        cursor = corrections[2].get("__CURSOR", "")
+        print("\nThe kube-proxy correction (c) in full, as journald holds it:")
+        message_id = _journal().MESSAGE_IDS["drift_corrected"]
+        self.guard(
+            [
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "verbose",
+                f"--cursor={cursor}",
+                "-n",
+                "1",
+                f"MESSAGE_ID={message_id}",
+                f"_PID={self.daemon_pid}",
+            ]
+        )
+
+    def daemon_stop(self) -> None:
+        """SIGTERM: exit 0, a stopping event, and the policy stays."""
+        print(f"\nStop the daemon:\nguard# kill -TERM {self.daemon_pid}")
+        rc = self.stop_daemon()
+        print(f"    (daemon exit {rc})")
+        self.expect(rc == 0, "the daemon exits 0 on SIGTERM", f"exit {rc}")
+        stopping = self.wait_journal("stopping", 1)
+        if stopping is not None:
+            print(f"  journal: {stopping.get('MESSAGE')}")
+            self.expect(
+                stopping.get("CORRECTIONS") == str(self.corrections),
+                f"the stopping event counts {self.corrections} corrections",
+                str(stopping.get("CORRECTIONS")),
+            )
+        err = (self.config.parent / "daemon.stderr").read_text()
+        if err.strip():
+            print("The daemon's stderr:")
+            print(_indent(err))
+        print("The policy stays in place without the daemon:")
+        self.efa("check", rc=0, contains=("EFA-GUARD OK",))
+
     def foreign_untouched(self, save_before: str) -> None:
-        """Step 6: iptables-save before and after, minus EFA lines and counters, are equal."""
-        self.heading("6. The foreign rules were never touched")
+        """Step 7: iptables-save before and after, minus EFA lines and counters, are equal."""
+        self.heading("7. The foreign rules were never touched")
         print(f"`{self.ipt}-save` from step 1, before efa-guard ran, compared with one taken now,")
         print("EFA_* lines and packet counters left out. The foreign KUBE-* chains and rules now:")
         before = foreign_view(save_before)
@@ -453,17 +902,20 @@ def run_demo(backend: str) -> int:
         with (
             tempfile.TemporaryDirectory(prefix="efa-guard-demo-") as tmp,
             sandbox(prefix="efademo") as sb,
+            contextlib.ExitStack() as stack,
         ):
             names = (sb.guard, sb.outside, sb.pod)
-            demo = Demo(sb=sb, backend=backend, config=write_config(backend, Path(tmp)))
+            config = write_config(backend, Path(tmp))
+            demo = Demo(sb=sb, backend=backend, config=config, stack=stack)
             save_before = demo.setup()
             before = demo.before()
             demo.enforce()
             demo.after(before)
             demo.tamper()
+            demo.run_daemon()
             demo.foreign_untouched(save_before)
             failures = demo.failures
-            Demo.heading("7. Cleanup")
+            Demo.heading("8. Cleanup")
     finally:
         if names:
             left = subprocess.run(

@@ -38,8 +38,10 @@ class FakeIptables:
     activity: Activity = field(default_factory=Activity)
 
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
-        """The current states, in policy order."""
-        return tuple(self.states[s.key] for s in desired_states(policy))
+        """The current states, in policy order (a chain never written reads as missing)."""
+        self.policy = policy
+        missing = [replace(s, exists=False, rules=(), jumps=()) for s in desired_states(policy)]
+        return tuple(self.states.get(s.key, s) for s in missing)
 
     def restore(self, txn: Transaction) -> None:
         """Apply, or fail as told."""

@@ -100,8 +100,10 @@ def test_a_fight_is_contested_once_and_backs_off() -> None:
         assert len(ipt.restores) == 5
         assert rec.next_deadline() == rec.hold_until
         clock.now = rec.hold_until
-        rec.handle(rec.due(clock.now))
+        assert rec.due(clock.now) == []
+        rec.release(clock.now)
         assert len(ipt.restores) == 6
+        assert [e["event"] for e in logs].count("drift_corrected") == 6
     backoffs = []
     for _ in range(10):
         tamper(ipt)
@@ -146,3 +148,44 @@ def test_interface_event_schedules_a_follow_up() -> None:
     (follow_up,) = rec.due(clock.now)
     assert follow_up.trigger is Trigger.FOLLOW_UP
     assert rec.next_deadline() is None
+
+
+def test_held_events_are_handled_once(tmp_path: Path) -> None:
+    """A config edit arriving during a backoff is reloaded once; its check waits for the hold."""
+    path = tmp_path / "c.toml"
+    text = (Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text()
+    path.write_text(text)
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    rec.config = default_config(path)
+    rec.hold_until = clock.now + 1.0
+    path.write_text(text.replace("ports = [111]", "ports = [111, 9999]", 1))
+    with structlog.testing.capture_logs() as logs:
+        rec.handle([Event(Trigger.CONFIG_RELOAD, detail="modified", at=clock.now)])
+        assert ipt.restores == []
+        clock.now += 1.0
+        rec.release(clock.now)
+        rec.release(clock.now)
+    events = [e["event"] for e in logs]
+    assert events.count("config_reloaded") == 1
+    assert events.count("drift_corrected") == 1
+    assert next(e for e in logs if e["event"] == "drift_corrected")["trigger"] == "config-reload"
+
+
+def test_config_edits_are_not_a_fight(tmp_path: Path) -> None:
+    """Many operator edits in a row are corrections, never a contested event."""
+    path = tmp_path / "c.toml"
+    text = (Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text()
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    path.write_text(text)
+    rec.config = default_config(path)
+    with structlog.testing.capture_logs() as logs:
+        for i in range(8):
+            clock.now += 0.1
+            ports = "[111]" if i % 2 else "[111, 9999]"
+            path.write_text(text.replace("ports = [111]", f"ports = {ports}", 1))
+            rec.handle([Event(Trigger.CONFIG_RELOAD, at=clock.now)])
+    events = [e["event"] for e in logs]
+    assert events.count("drift_corrected") == 8
+    assert "contested" not in events
