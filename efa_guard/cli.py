@@ -19,6 +19,8 @@ from efa_guard.errors import (
     PrivilegeError,
     VerifyError,
 )
+from efa_guard.exposure import Finding, survey, visible
+from efa_guard.exposure import table as exposure_table
 from efa_guard.iptables import Iptables, detect
 from efa_guard.render import restore_text
 
@@ -112,13 +114,23 @@ def _check_report(
         "chains": _chains_data(insp),
         "corrected": bool(outcome and outcome.changed),
     }
-    perf = f" | drift={len(insp.drifts)};;1 chains={n}"
+    shown, survey_warning = _exposed(cfg, ipt)
+    warnings += survey_warning
+    data["warnings"] = list(warnings)
+    data["exposed"] = [f.as_dict() for f in shown]
+    perf = f" | drift={len(insp.drifts)};;1 chains={n} exposed={len(shown)};1"
     details = [f"warning: {w}" for w in warnings]
+    details += [f"exposed: {f.name}: {f.reason}" for f in shown]
     if insp.in_sync:
-        code = WARNING if warnings else OK
+        code = WARNING if warnings or shown else OK
         digest = insp.desired_hash[:12]
         fams = "+".join(cfg.policy.families)
         summary = f"policy in place: {n} chains, {ipt.kind} backend, {fams}, sha256 {digest}"
+        if shown:
+            names = ", ".join(f.name for f in shown[:_SHOWN_IN_SUMMARY])
+            more = len(shown) - _SHOWN_IN_SUMMARY
+            summary += f"; reachable outside the allowlist: {names}"
+            summary += f" and {more} more" if more > 0 else ""
         if warnings:
             summary += f"; {warnings[0]}"
         return Report(code, summary + perf, details, data)
@@ -131,6 +143,47 @@ def _check_report(
         return Report(WARNING, summary + perf, details, data)
     summary = f"{len(insp.drifts)} drift(s) on {ipt.kind}: {_drift_summary(insp)}"
     return Report(CRITICAL, summary + perf, details, data)
+
+
+def _exposed(cfg: configmod.Config, ipt: Iptables) -> tuple[list[Finding], tuple[str, ...]]:
+    """What is reachable on the management interface but not allowlisted."""
+    try:
+        found = survey(ipt, cfg.interface, cfg.exposure, skip_allowed=True)
+    except (OSError, EfaGuardError) as e:
+        return [], (f"cannot tell what is exposed: {e}",)
+    return visible(found), ()
+
+
+def cmd_exposure(args: argparse.Namespace) -> int:
+    """Every listening socket and NodePort, and whether it is reachable from outside."""
+    try:
+        cfg = configmod.load(args.config)
+        ipt, warnings = _open(cfg)
+        found = survey(ipt, cfg.interface, cfg.exposure)
+    except (ConfigError, IptablesMissingError, PrivilegeError, OSError) as e:
+        print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+    except CommandError as e:
+        print(f"efa-guard: cannot read iptables: {e}", file=sys.stderr)
+        return UNKNOWN
+    shown = visible(found)
+    if args.json:
+        doc = {
+            "interface": cfg.interface,
+            "backend": ipt.kind,
+            "services": [f.as_dict() for f in found],
+            "exposed": [f.as_dict() for f in shown],
+            "warnings": list(warnings),
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"on {cfg.interface}, {ipt.kind} backend:")
+        print(exposure_table(found))
+        for w in warnings:
+            print(f"warning: {w}")
+        if shown:
+            print("reachable outside the allowlist: " + ", ".join(f.name for f in shown))
+    return WARNING if shown else OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -308,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: journal under systemd, console on a terminal, JSON lines otherwise",
     )
     run.set_defaults(func=cmd_run)
+
+    expo = sub.add_parser(
+        "exposure",
+        parents=[common],
+        help="listening sockets and NodePorts, and whether they are reachable from outside",
+        description="Lists every listening TCP/UDP socket (netlink sock_diag) and kube-proxy "
+        "NodePort, with whether a new connection on the management interface gets through the "
+        "rules in the kernel now, and which rule decides. Exit 1 when something outside the "
+        "[exposure] allowlist is reachable.",
+    )
+    expo.add_argument("--json", action="store_true", help="machine-readable")
+    expo.set_defaults(func=cmd_exposure)
 
     hist = sub.add_parser(
         "history", parents=[common], help="past corrections, read from the journal"

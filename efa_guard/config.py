@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from efa_guard.errors import ConfigError
+from efa_guard.exposure import Allowlist
 from efa_guard.policy import (
     FAMILIES,
     HOOKS,
@@ -42,7 +43,11 @@ _RESERVED_CHAINS = frozenset(
 )
 _PORT_SPEC = re.compile(r"(\d{1,5})(?:\s*[-:]\s*(\d{1,5}))?")
 
-_TOP_KEYS = frozenset({"backend", "interface", "families", "chain", "daemon"})
+_TOP_KEYS = frozenset({"backend", "interface", "families", "chain", "daemon", "exposure"})
+# What may be visible on the management interface unless the config says otherwise:
+# the seed's exceptions and SSH.
+DEFAULT_ALLOW_TCP = (PortRange(22, 22), PortRange(6514, 6514), PortRange(8078, 8078))
+DEFAULT_ALLOWLIST = Allowlist(tcp=DEFAULT_ALLOW_TCP)
 _CHAIN_KEYS = frozenset({"name", "table", "hook", "rule"})
 _RULE_KEYS = frozenset({"protocol", "ports", "except", "new_only", "interface"})
 
@@ -77,6 +82,7 @@ class Config:
     interface: str
     policy: Policy
     daemon: Daemon = Daemon()
+    exposure: Allowlist = DEFAULT_ALLOWLIST
 
 
 def load(path: Path) -> Config:
@@ -155,7 +161,16 @@ class _Validator:
             interface=interface,
             policy=Policy(chains, self.families(data.get("families", list(FAMILIES)))),
             daemon=self.daemon(data.get("daemon", {})),
+            exposure=self.allowlist(data.get("exposure", {})),
         )
+
+    def allowlist(self, raw: object) -> Allowlist:
+        if not isinstance(raw, dict):
+            raise self.fail("exposure", f"expected a table, got {_kind(raw)}")
+        self.keys(raw, frozenset({"tcp", "udp"}), "exposure")
+        tcp = self.ports(raw["tcp"], "exposure.tcp") if "tcp" in raw else DEFAULT_ALLOW_TCP
+        udp = self.ports(raw.get("udp", []), "exposure.udp")
+        return Allowlist(tcp=tcp, udp=udp)
 
     def families(self, raw: object) -> tuple[Family, ...]:
         if not isinstance(raw, list) or not raw:

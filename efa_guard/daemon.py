@@ -86,7 +86,7 @@ def start_sources(
         links = None
     lock = XTABLES_LOCK if ipt.kind == "legacy" and closed_no_write_supported() else None
     try:
-        files = FileWatcher(emit, config=cfg.path, lock=lock, own_activity=ipt.activity.busy)
+        files = FileWatcher(emit, config=cfg.path, lock=lock)
         files.start()
         sources.stoppers.append(files.stop)
         sources.names.append("config-file" + (" xtables-lock" if lock else ""))
@@ -140,6 +140,7 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
         host=socket.gethostname(),
     )
     reconciler.startup()
+    reconciler.maybe_survey(force=True)
     notifier.ready(f"policy in place on {ipt.kind}, sha256 {reconciler.last_hash[:12]}")
     reason = _loop(reconciler, events, notifier)
     log.info(
@@ -177,12 +178,15 @@ def _loop(rec: Reconciler, events: queue.SimpleQueue[Event], notifier: Notifier)
         if any(e.trigger is Trigger.STATUS for e in batch):
             rec.report()
             batch = [e for e in batch if e.trigger is not Trigger.STATUS]
-        if now >= next_timer:
+        timer = now >= next_timer
+        if timer:
             batch.append(Event(Trigger.TIMER, detail="periodic check", at=now))
         batch += rec.due(now)
         if batch:
             rec.handle(batch)
             next_timer = clock() + rec.config.daemon.interval
+        if timer or any(e.trigger is Trigger.CONFIG_RELOAD for e in batch):
+            rec.maybe_survey(force=not timer)
         rec.release(clock())
 
 

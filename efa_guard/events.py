@@ -48,11 +48,22 @@ class Event:
     pid: int | None = None
     process: str | None = None
     at: float = field(default_factory=time.monotonic)
+    families: frozenset[str] | None = None  # the address families it concerns; None: all
 
 
 def label(events: list[Event]) -> Trigger:
     """The trigger that explains a burst best."""
     return min((e.trigger for e in events), key=PRECEDENCE.index)
+
+
+def families(events: list[Event]) -> frozenset[str] | None:
+    """The families a burst concerns, or None when any event may concern all of them."""
+    out: set[str] = set()
+    for e in events:
+        if e.families is None:
+            return None
+        out |= e.families
+    return frozenset(out)
 
 
 def culprit(events: list[Event]) -> Event | None:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from efa_guard import config as configmod
 from efa_guard.enforce import Inspection, enforce, inspect
 from efa_guard.errors import CommandError, ConfigError, EfaGuardError
-from efa_guard.events import Event, Trigger, culprit, label
+from efa_guard.events import Event, Trigger, culprit, families, label
 from efa_guard.iptables import Iptables
 from efa_guard.notify import Notifier
+from efa_guard.policy import Policy
 
 _PENDING_KEEP = 32
+SURVEY_EVERY = 30  # timer intervals between exposure surveys when nothing changed
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Reconciler:
     _backoff: float = 0.0
     _contested: bool = False
     last_hash: str = ""
+    exposed: dict[str, str] | None = None  # name -> reason, of the last survey
+    _surveyed: tuple[float, frozenset[object]] | None = None  # when, and the sockets then
 
     # -- the public step ------------------------------------------------------------------
 
@@ -126,6 +130,61 @@ class Reconciler:
             **c,
         )
 
+    def maybe_survey(self, *, force: bool = False) -> None:
+        """Survey when sockets changed, when forced, or every SURVEY_EVERY timer intervals.
+
+        Listing sockets costs well under a millisecond; a survey runs iptables.
+        """
+        from efa_guard.sockets import listeners  # noqa: PLC0415
+
+        try:
+            socks = frozenset[object](listeners())
+        except OSError:
+            socks = frozenset()
+        now = self.clock()
+        stale = (
+            now - self._surveyed[0] >= SURVEY_EVERY * self.config.daemon.interval
+            if self._surveyed
+            else True
+        )
+        if force or stale or self._surveyed is None or self._surveyed[1] != socks:
+            self._surveyed = (now, socks)
+            self.survey()
+
+    def survey(self) -> None:
+        """Log an `exposure` event when what is reachable outside the allowlist changes."""
+        from efa_guard.exposure import survey, visible  # noqa: PLC0415
+
+        try:
+            found = visible(
+                survey(self.ipt, self.config.interface, self.config.exposure, skip_allowed=True)
+            )
+        except (OSError, EfaGuardError) as e:
+            self.log.error(
+                "correction_failed",
+                message=f"cannot survey exposure: {e}",
+                stage="exposure",
+                error=str(e),
+            )
+            return
+        now = {f.name: f.reason for f in found}
+        if now == self.exposed or (self.exposed is None and not now):
+            self.exposed = now  # nothing exposed at startup is not news
+            return
+        before = self.exposed or {}
+        self.exposed = now
+        added = sorted(set(now) - set(before))
+        removed = sorted(set(before) - set(now))
+        what = ", ".join(sorted(now)) if now else "nothing"
+        method = self.log.warning if now else self.log.info
+        method(
+            "exposure",
+            message=f"reachable on {self.config.interface} outside the allowlist: {what}",
+            exposed=[f"{k}: {v}" for k, v in sorted(now.items())],
+            added=added,
+            removed=removed,
+        )
+
     def startup(self) -> None:
         """Assert the policy once, and say what was found."""
         self._check([Event(Trigger.STARTUP, detail="daemon start")], startup=True)
@@ -134,20 +193,21 @@ class Reconciler:
 
     def _check(self, events: list[Event], *, startup: bool = False) -> None:
         self.stats.checks += 1
-        policy = self.config.policy
+        policy = self._scope(events)
         try:
             insp = inspect(self.ipt, policy)
         except EfaGuardError as e:
             self._failed(events, e, stage="read")
             return
         if insp.in_sync:
-            self.last_hash = insp.observed_hash
+            if policy is self.config.policy:
+                self.last_hash = insp.observed_hash
             if startup:
                 self._asserted(insp, changed=False)
             self._calm()
             return
         now = self.clock()
-        if label(events) is not Trigger.CONFIG_RELOAD:  # the operator's own edit is no fight
+        if label(events) not in (Trigger.CONFIG_RELOAD, Trigger.STARTUP):  # no fight
             self._note_correction(now, events, insp)
         try:
             outcome = enforce(self.ipt, policy, on_retry=self._retry, seen=insp)
@@ -155,7 +215,9 @@ class Reconciler:
             self._failed(events, e, stage="write")
             return
         self.stats.corrections += 1
-        self.last_hash = outcome.after.observed_hash
+        if policy is self.config.policy:
+            self.last_hash = outcome.after.observed_hash
+        self._surveyed = None  # the rules changed: survey at the next chance
         if startup:
             self._asserted(outcome.before, changed=True, hash_after=outcome.after.observed_hash)
             return
@@ -163,6 +225,17 @@ class Reconciler:
         self._corrected(events, insp, outcome.after.observed_hash, latency_ms, outcome.attempts)
         if self._backoff:
             self.hold_until = self.clock() + self._backoff
+
+    def _scope(self, events: list[Event]) -> Policy:
+        """The policy, narrowed to the families the events concern (nf_tables names them)."""
+        policy = self.config.policy
+        wanted = families(events)
+        if wanted is None:
+            return policy
+        narrowed = tuple(f for f in policy.families if f in wanted)
+        if not narrowed or narrowed == policy.families:
+            return policy
+        return replace(policy, families=narrowed)
 
     def _asserted(self, insp: Inspection, *, changed: bool, hash_after: str = "") -> None:
         drift = [d.describe() for d in insp.drifts]

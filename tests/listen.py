@@ -10,9 +10,21 @@ all of them are bound, and then serves until SIGTERM or SIGINT:
 Usage::
 
     python3 tests/listen.py --tcp 3306,111 --udp 111 [--host 0.0.0.0]
+    python3 tests/listen.py --tcp 3306 --host :: [--v6only | --no-v6only]
 
-A host containing ``:`` is bound as IPv6 (``AF_INET6``) and only as IPv6:
-``IPV6_V6ONLY`` is left at its default, never cleared.
+A host containing ``:`` is bound as IPv6 (``AF_INET6``).  Whether such a
+socket also serves IPv4 (as IPv4-mapped ``::ffff:a.b.c.d``) is decided by
+``IPV6_V6ONLY``:
+
+* no option (the default, unchanged): the option is not touched, so the
+  namespace's ``net.ipv6.bindv6only`` sysctl decides; it is 0 on Linux
+  unless changed, so a socket on ``::`` is *dual-stack* and its port
+  cannot also be bound on ``0.0.0.0`` (``EADDRINUSE``);
+* ``--v6only``: ``IPV6_V6ONLY=1``, IPv6 only, so the same port can be
+  served separately on ``0.0.0.0`` by another listener;
+* ``--no-v6only``: ``IPV6_V6ONLY=0``, dual-stack whatever the sysctl says.
+
+The options are refused for an IPv4 host.
 
 Exit status: 0 after a clean SIGTERM/SIGINT, 2 on bad arguments or when a
 port cannot be bound (the reason goes to stderr).
@@ -66,19 +78,38 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tcp", type=_ports, default=[], help="comma-separated TCP ports")
     parser.add_argument("--udp", type=_ports, default=[], help="comma-separated UDP ports")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (IPv6 if it has ':')")
+    parser.add_argument(
+        "--v6only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="IPv6 host only: set IPV6_V6ONLY to 1 (--v6only) or 0 (--no-v6only); "
+        "default: leave it to net.ipv6.bindv6only (normally 0, dual-stack)",
+    )
     args = parser.parse_args(argv)
     if not args.tcp and not args.udp:
         parser.error("give at least one --tcp or --udp port")
+    if args.v6only is not None and ":" not in args.host:
+        parser.error("--v6only/--no-v6only need an IPv6 --host (one containing ':')")
     return args
 
 
 def _bind(
-    family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int
+    family: socket.AddressFamily,
+    kind: socket.SocketKind,
+    host: str,
+    port: int,
+    v6only: bool | None = None,
 ) -> socket.socket:
-    """Create, bind (and for TCP, listen on) one non-blocking socket."""
+    """Create, bind (and for TCP, listen on) one non-blocking socket.
+
+    ``v6only`` (``AF_INET6`` only) sets ``IPV6_V6ONLY`` before binding;
+    ``None`` leaves it at the kernel default.
+    """
     sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6only is not None and family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         sock.bind((host, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(128)
@@ -114,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     host: str = args.host
+    v6only: bool | None = args.v6only
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets: list[socket.socket] = []
     sel = selectors.DefaultSelector()
@@ -124,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             for port in ports:
                 try:
-                    sock = _bind(family, kind, host, port)
+                    sock = _bind(family, kind, host, port, v6only)
                 except OSError as exc:
                     print(
                         f"listen.py: cannot bind {tag} {host} port {port}: {exc}",

@@ -2,13 +2,20 @@
 
 Everything happens inside three network namespaces created here and always
 deleted again; the host's own firewall, interfaces and routes are never
-touched.  Only addresses from the IPv4 benchmarking range 198.18.0.0/15 are
-used::
+touched.  Only addresses from the IPv4 benchmarking range 198.18.0.0/15 and
+the IPv6 unique-local prefix fd00:efa::/48 are used::
 
-    outside ns              guard ns                       pod ns
-    ext0 198.18.0.1/24 <--> eth0 198.18.0.2/24
-                            pod0 198.18.1.1/24  <-->  eth0 198.18.1.2/24
-                                                      (default via 198.18.1.1)
+    outside ns                   guard ns                       pod ns
+    ext0 198.18.0.1/24     <-->  eth0 198.18.0.2/24
+         fd00:efa::1/64               fd00:efa::2/64
+                                 pod0 198.18.1.1/24     <-->  eth0 198.18.1.2/24
+                                      fd00:efa:1::1/64             fd00:efa:1::2/64
+                                                              (default via 198.18.1.1
+                                                               and via fd00:efa:1::1)
+
+IPv6 addresses are added with ``nodad`` (usable at once), and the guard
+namespace forwards IPv6 (``net.ipv6.conf.all.forwarding=1``, set inside it
+only).  IPv4 forwarding is only enabled by :meth:`Sandbox.add_nodeport`.
 
 The guard namespace plays the node protected by efa-guard, the outside
 namespace the scanner (real ``nmap`` runs there), the pod namespace a
@@ -20,6 +27,14 @@ Typical use::
         sb.start_listeners(tcp=[3306, 111], udp=[111])
         sb.run(["iptables-nft", "-I", "INPUT", "-p", "tcp", "--dport", "3306", "-j", "DROP"])
         assert sb.nmap(tcp=[3306, 111])[("tcp", 3306)] == "filtered"
+
+and over IPv6 (``ip6tables`` is a separate ruleset)::
+
+    with sandbox() as sb:
+        sb.start_listeners(tcp=[3306], udp=[], host="::")  # dual-stack
+        sb.run(["ip6tables-nft", "-I", "INPUT", "-p", "tcp", "--dport", "3306", "-j", "DROP"])
+        assert sb.nmap6(tcp=[3306])[("tcp", 3306)] == "filtered"
+        assert sb.nmap(tcp=[3306])[("tcp", 3306)] == "open"
 
 This is a plain module (no pytest import) shared by the test suite, the demo
 and the benchmark.  It needs root, ``ip`` (iproute2), ``nmap`` and the
@@ -57,6 +72,15 @@ GUARD_POD_ADDR = "198.18.1.1"
 POD_ADDR = "198.18.1.2"
 """Address of the pod namespace on its ``eth0``."""
 
+GUARD_ADDR6 = "fd00:efa::2"
+"""IPv6 address of the guard namespace on its outside-facing ``eth0`` (/64)."""
+OUTSIDE_ADDR6 = "fd00:efa::1"
+"""IPv6 address of the outside (scanner) namespace on ``ext0`` (/64)."""
+GUARD_POD_ADDR6 = "fd00:efa:1::1"
+"""IPv6 address of the guard namespace on its pod-facing ``pod0`` (/64)."""
+POD_ADDR6 = "fd00:efa:1::2"
+"""IPv6 address of the pod namespace on its ``eth0`` (/64)."""
+
 REQUIRED_TOOLS = ("ip", "nmap", "iptables-nft", "iptables-legacy")
 """Executables the sandbox needs on PATH."""
 
@@ -89,6 +113,17 @@ NODEPORT_RULES = """\
 COMMIT
 """
 """``iptables-restore`` input of :meth:`Sandbox.add_nodeport` (a ``str.format`` template)."""
+
+NODEPORT6_RULES = """\
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-NODEPORTS -p tcp -m tcp --dport {node_port} -j DNAT --to-destination [{pod_addr}]:{pod_port}
+COMMIT
+"""
+"""``ip6tables-restore`` input of :meth:`Sandbox.add_nodeport6` (a ``str.format`` template)."""
 
 FOREIGN_RULES = """\
 *raw
@@ -230,6 +265,8 @@ class Sandbox:
         default_factory=list, init=False, repr=False
     )
     _closed: bool = dataclasses.field(default=False, init=False, repr=False)
+    _pod_tcp: set[tuple[int, int]] = dataclasses.field(default_factory=set, init=False, repr=False)
+    """``(4 or 6, port)`` of the pod TCP listeners started by ``add_nodeport*``."""
 
     # -- running things ---------------------------------------------------
 
@@ -286,19 +323,32 @@ class Sandbox:
         udp: Iterable[int],
         ns: str | None = None,
         host: str = "0.0.0.0",
+        v6only: bool | None = None,
     ) -> None:
         """Start one background ``listen.py`` serving the given ports.
 
         TCP ports accept and close connections, UDP ports answer every
-        datagram (so ``nmap -sU`` reports them ``open``).  Returns once the
-        helper has bound every port and printed ``ready``; raises
-        :class:`SandboxError` (with the helper's stderr) if it fails or is
-        not ready within :data:`READY_TIMEOUT` seconds.  The process is
-        stopped by :meth:`close`.
+        datagram (so ``nmap -sU`` reports them ``open``).
+
+        A ``host`` containing ``:`` (e.g. ``"::"``) binds IPv6 sockets.
+        ``v6only`` applies to those only: ``None`` (default) leaves
+        ``IPV6_V6ONLY`` to the namespace's ``net.ipv6.bindv6only`` (0, so
+        a listener on ``::`` is dual-stack and also answers IPv4, and the
+        same port cannot also be bound on ``0.0.0.0``); ``True`` makes it
+        IPv6-only (so another listener can serve the port on ``0.0.0.0``);
+        ``False`` forces dual-stack.  ``v6only`` with an IPv4 ``host``
+        raises :class:`ValueError`.
+
+        Returns once the helper has bound every port and printed
+        ``ready``; raises :class:`SandboxError` (with the helper's stderr)
+        if it fails or is not ready within :data:`READY_TIMEOUT` seconds.
+        The process is stopped by :meth:`close`.
         """
         tcp_ports, udp_ports = _portlist(tcp), _portlist(udp)
         if not tcp_ports and not udp_ports:
             raise ValueError("start_listeners needs at least one TCP or UDP port")
+        if v6only is not None and ":" not in host:
+            raise ValueError(f"v6only needs an IPv6 host, not {host!r}")
         argv = [
             "ip",
             "netns",
@@ -313,6 +363,8 @@ class Sandbox:
             argv += ["--tcp", ",".join(map(str, tcp_ports))]
         if udp_ports:
             argv += ["--udp", ",".join(map(str, udp_ports))]
+        if v6only is not None:
+            argv.append("--v6only" if v6only else "--no-v6only")
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -344,15 +396,40 @@ class Sandbox:
         kube-proxy does (PREROUTING -> KUBE-SERVICES -> addrtype LOCAL ->
         KUBE-NODEPORTS -> DNAT to ``198.18.1.2:pod_port``) with
         ``<iptables>-restore --noflush``, enables IPv4 forwarding inside the
-        guard namespace only, and starts a TCP listener on ``pod_port`` in
-        the pod namespace.  ``iptables`` is e.g. ``"iptables-nft"`` or
+        guard namespace only, and starts a TCP listener on ``pod_port`` on
+        ``0.0.0.0`` in the pod namespace (unless an earlier ``add_nodeport``
+        call already did).  ``iptables`` is e.g. ``"iptables-nft"`` or
         ``"iptables-legacy"``.
         """
         node_port, pod_port = _portlist([node_port])[0], _portlist([pod_port])[0]
         rules = NODEPORT_RULES.format(node_port=node_port, pod_addr=POD_ADDR, pod_port=pod_port)
         self.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
-        self.start_listeners(tcp=[pod_port], udp=[], ns=self.pod)
+        if (4, pod_port) not in self._pod_tcp:
+            self.start_listeners(tcp=[pod_port], udp=[], ns=self.pod)
+            self._pod_tcp.add((4, pod_port))
         self.run([f"{iptables}-restore", "--noflush"], input=rules)
+
+    def add_nodeport6(
+        self, *, ip6tables: str, node_port: int = 31672, pod_port: int = 5672
+    ) -> None:
+        """Add the IPv6 twin of :meth:`add_nodeport` in the guard ns.
+
+        The same kube-proxy-like nat chains, in the ``ip6tables`` ruleset,
+        DNAT-ing to ``[fd00:efa:1::2]:pod_port``, applied with
+        ``<ip6tables>-restore --noflush`` in the guard namespace (whose IPv6
+        forwarding the sandbox enables at setup).  Starts an IPv6-only
+        (``IPV6_V6ONLY``) TCP listener on ``[::]:pod_port`` in the pod
+        namespace unless an earlier ``add_nodeport6`` call already did; it
+        coexists with the ``0.0.0.0`` one of :meth:`add_nodeport`, in
+        either order.  ``ip6tables`` is e.g. ``"ip6tables-nft"`` or
+        ``"ip6tables-legacy"``.
+        """
+        node_port, pod_port = _portlist([node_port])[0], _portlist([pod_port])[0]
+        rules = NODEPORT6_RULES.format(node_port=node_port, pod_addr=POD_ADDR6, pod_port=pod_port)
+        if (6, pod_port) not in self._pod_tcp:
+            self.start_listeners(tcp=[pod_port], udp=[], ns=self.pod, host="::", v6only=True)
+            self._pod_tcp.add((6, pod_port))
+        self.run([f"{ip6tables}-restore", "--noflush"], input=rules)
 
     def add_foreign_rules(self, *, iptables: str) -> None:
         """Add a small kube-proxy/kubelet-like set of rules efa-guard must keep.
@@ -371,6 +448,10 @@ class Sandbox:
         """Return ``<iptables>-save`` output of the guard namespace."""
         return self.run([f"{iptables}-save"]).stdout
 
+    def save6(self, *, ip6tables: str) -> str:
+        """Return ``<ip6tables>-save`` output of the guard namespace."""
+        return self.run([f"{ip6tables}-save"]).stdout
+
     # -- scanning ---------------------------------------------------------
 
     def nmap(
@@ -383,7 +464,8 @@ class Sandbox:
     ) -> dict[tuple[str, int], str]:
         """Scan ``target`` with real nmap from the outside namespace.
 
-        SYN scan for ``tcp``, UDP scan for ``udp``.  Returns the state of
+        SYN scan for ``tcp``, UDP scan for ``udp``; a ``target`` containing
+        ``:`` is scanned over IPv6 (``nmap -6``).  Returns the state of
         every requested port, e.g. ``{("tcp", 3306): "filtered", ("udp",
         111): "open"}``; nmap's states are ``open``, ``closed``,
         ``filtered``, ``open|filtered``, ``unfiltered``, ``closed|filtered``.
@@ -394,6 +476,8 @@ class Sandbox:
             raise ValueError("nmap needs at least one TCP or UDP port")
         spec = [f"T:{p}" for p in tcp_ports] + [f"U:{p}" for p in udp_ports]
         argv = ["nmap", "-Pn", "-n", "-oX", "-", *NMAP_TIMING]
+        if ":" in target:
+            argv.append("-6")
         if tcp_ports:
             argv.append("-sS")
         if udp_ports:
@@ -421,6 +505,12 @@ class Sandbox:
                 stderr=proc.stderr,
             )
         return {key: result[key] for key in wanted}
+
+    def nmap6(
+        self, *, tcp: Iterable[int] = (), udp: Iterable[int] = (), timeout: float = 120
+    ) -> dict[tuple[str, int], str]:
+        """Like :meth:`nmap`, over IPv6 against the guard's :data:`GUARD_ADDR6`."""
+        return self.nmap(tcp=tcp, udp=udp, target=GUARD_ADDR6, timeout=timeout)
 
     # -- teardown ---------------------------------------------------------
 
@@ -458,11 +548,27 @@ class Sandbox:
     # -- setup (used by sandbox()) ----------------------------------------
 
     def _setup(self) -> None:
-        """Create the namespaces, veth pairs, addresses and routes."""
+        """Create the namespaces, veth pairs, addresses (IPv4 and IPv6) and routes."""
         for ns in (self.guard, self.outside, self.pod):
             _host(["ip", "netns", "add", ns])
             self._created.append(ns)
             _host(["ip", "-n", ns, "link", "set", "lo", "up"])
+            # No IPv6 duplicate address detection on the interfaces created
+            # below (they inherit `default`).  `nodad` covers the addresses
+            # added by hand, but not the automatic link-local ones: while the
+            # guard's fe80:: on pod0 is still tentative (~1-2 s) the kernel
+            # sends no neighbour solicitation for *forwarded* packets, so the
+            # IPv6 NodePort would look filtered at first.  Per namespace.
+            self.run(
+                [
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ],
+                ns=ns,
+            )
         g, o, p = self.guard, self.outside, self.pod
         # Created with `ip -n <guard>` so both ends are born inside the
         # sandbox namespaces: the names never meet the host's interfaces.
@@ -513,6 +619,29 @@ class Sandbox:
         # peer after a small burst) would turn closed UDP ports into
         # open|filtered in scans of many ports.  Per-namespace sysctl.
         self.run(["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"], ns=g)
+        # IPv6: `nodad` makes the addresses usable at once instead of after
+        # 1-2 s of duplicate address detection.
+        for ns, dev, addr in (
+            (g, "eth0", f"{GUARD_ADDR6}/64"),
+            (o, "ext0", f"{OUTSIDE_ADDR6}/64"),
+            (g, "pod0", f"{GUARD_POD_ADDR6}/64"),
+            (p, "eth0", f"{POD_ADDR6}/64"),
+        ):
+            _host(["ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad"])
+        _host(["ip", "-n", p, "-6", "route", "add", "default", "via", GUARD_POD_ADDR6])
+        # The guard routes IPv6 (NodePort DNAT to the pod); the ICMPv6 rate
+        # limit, like the IPv4 one above, would make closed UDP ports look
+        # open|filtered.  Both sysctls are per namespace.
+        self.run(
+            [
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv6.icmp.ratelimit=0",
+            ],
+            ns=g,
+        )
 
 
 def parse_nmap_xml(text: str) -> dict[tuple[str, int], str]:

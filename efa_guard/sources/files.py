@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,12 @@ class FileWatcher:
         *,
         config: Path,
         lock: Path | None = None,
-        own_activity: Callable[[], bool] = lambda: False,
     ) -> None:
         from watchdog.observers import Observer  # noqa: PLC0415
 
         self.emit = emit
         self.config = Path(os.path.abspath(config))  # noqa: PTH100 - keep symlinks as given
         self.lock = lock
-        self.own_activity = own_activity
         self.observer: Any = Observer()
         handler = _make_handler(self)
         self.observer.schedule(handler, str(self.config.parent), recursive=False)
@@ -70,12 +67,9 @@ class FileWatcher:
         kind = str(event.event_type)
         if self.config in paths and kind in {"modified", "created", "moved", "closed"}:
             self.emit(Event(Trigger.CONFIG_RELOAD, detail=f"{self.config} {kind}"))
-        elif (
-            self.lock is not None
-            and self.lock in paths
-            and kind in {"closed_no_write", "closed"}
-            and not self.own_activity()
-        ):
+        elif self.lock is not None and self.lock in paths and kind in {"closed_no_write", "closed"}:
+            # Our own writes release the lock too: that costs one check that finds the
+            # policy in place. Dropping events while we are busy would lose foreign ones.
             self.emit(Event(Trigger.LOCK, detail=f"a legacy iptables writer released {self.lock}"))
 
 

@@ -41,6 +41,7 @@ _NAMES = {
 }
 NFTA_GEN_PROC_PID, NFTA_GEN_PROC_NAME = 2, 3
 
+_FAMILY_NAMES: dict[int, str] = {int(socket.AF_INET): "ipv4", int(socket.AF_INET6): "ipv6"}
 _NLMSG = struct.Struct("=IHHII")
 _NLA = struct.Struct("=HH")
 RCVBUF = 32 << 20
@@ -70,6 +71,7 @@ class Transaction:
 
     tables: set[str] = field(default_factory=set)
     chains: set[str] = field(default_factory=set)
+    families: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -117,6 +119,8 @@ class Decoder:
                 detail=f"nf_tables transaction touched {touched}",
                 pid=pid,
                 process=name,
+                # inet tables (family 1) concern both
+                families=None if "inet" in txn.families else frozenset(txn.families),
             )
         if msg not in _NAMES or family not in self.families:
             return None
@@ -127,6 +131,7 @@ class Decoder:
         if table not in self.tables:
             return None
         self.current.tables.add(table)
+        self.current.families.add(_FAMILY_NAMES.get(family, "inet"))
         if chain_attr is not None:
             chain = _name(attrs.get(chain_attr))
             if chain:

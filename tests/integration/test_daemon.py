@@ -374,3 +374,15 @@ def test_history_tells_the_story(daemon: Daemon) -> None:
     table = daemon.guard.efa("history").stdout
     assert "drift_corrected" in table
     assert mine[0]["trigger"] in table
+
+
+def test_exposure_event_when_a_service_appears(daemon: Daemon) -> None:
+    """A new listener no rule drops is logged as an `exposure` event naming it."""
+    daemon.wait_event("policy_asserted")
+    assert daemon.journal("exposure") == []
+    daemon.guard.box.start_listeners(tcp=(80,), udp=())
+    os.kill(daemon.pid, signal.SIGHUP)  # a reload surveys at once; the timer would, later
+    entry = daemon.wait_event("exposure")
+    assert "tcp/80 ipv4" in entry["MESSAGE"]
+    assert entry["PRIORITY"] == "4"
+    assert "tcp/80 ipv4" in entry["ADDED"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -189,3 +190,20 @@ def test_config_edits_are_not_a_fight(tmp_path: Path) -> None:
     events = [e["event"] for e in logs]
     assert events.count("drift_corrected") == 8
     assert "contested" not in events
+
+
+def test_a_family_scoped_event_checks_that_family_only() -> None:
+    """An nf_tables event naming ipv6 reads and corrects the ipv6 chains only."""
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    key = "ipv6 filter/EFA_INPUT"
+    ipt.states[key] = replace(ipt.states[key], rules=())
+    event = Event(
+        Trigger.RULE_CHANGE, pid=1, process="ip6tables", at=clock.now, families=frozenset({"ipv6"})
+    )
+    with structlog.testing.capture_logs() as logs:
+        rec.handle([event])
+    (entry,) = logs
+    assert entry["families"] == ["ipv6"]
+    assert ipt.restores == ["filter"]
+    assert ipt.policy.families == ("ipv6",)

@@ -116,3 +116,14 @@ def test_wildcard_interfaces_match_like_iptables() -> None:
     assert not matches("veth7", ["eth+"])
     assert matches("eth0", ["eth0"])
     assert not matches("eth00", ["eth0"])
+
+
+def test_events_name_the_families_they_touch() -> None:
+    """An ip6tables change concerns ipv6 only; an inet table concerns both."""
+    d = Decoder(
+        frozenset({socket.AF_INET, socket.AF_INET6, 1}), frozenset({"filter"}), set().__contains__
+    )
+    (six,) = d.feed(rule("filter", "INPUT", family=socket.AF_INET6) + gen(3, "ip6tables-nft"))
+    assert six.families == frozenset({"ipv6"})
+    (both,) = d.feed(rule("filter", "INPUT", family=1) + gen(4, "nft"))
+    assert both.families is None

@@ -1,0 +1,1348 @@
+"""Benchmark of the `efa-guard run` daemon: correction latency, idle cost, resync bursts.
+
+Every measurement runs in its own fresh sandbox (see ``sandbox.py``: network namespaces
+created here and always deleted), with the daemon started as ``python -m efa_guard run
+--log-format json`` inside the guard namespace and its JSON lines read from its stderr in a
+thread, each stamped with the time it arrived:
+
+1. **nft latency**: daemon with a 30 s timer (so only nf_tables events can trigger a
+   check); ``--tampers`` tampers about 100 ms apart, rotating ``-F EFA_INPUT``,
+   ``-D INPUT -j EFA_INPUT``, ``-I INPUT 1 -j ACCEPT`` and ``-D EFA_INPUT 1``.  For each:
+   the daemon's own ``latency_ms`` (first event seen -> policy verified restored) and the
+   external latency (the tamper command's exit -> its ``drift_corrected`` line arriving
+   on the daemon's stderr pipe).
+2. **nft latency under a kube-proxy-like resync loop**: the same with half as many
+   tampers while a background loop re-applies about ``--rules`` kube-proxy-like rules
+   (the KUBE-* chains of nat and filter, never the built-in chains) with
+   ``iptables-nft-restore --noflush``.
+3. **legacy latency**: daemon on iptables-legacy with a 1 s timer; tampers spaced at
+   random so that they do not lock to the timer's phase; which trigger corrected each.
+   The daemon reacts to every release of /run/xtables.lock, which is host-wide: so that
+   other legacy iptables on the host (parallel test runs) do not wake it, the legacy
+   daemon gets a private /run in its own mount namespace (a tmpfs, gone with it) and the
+   tampers enter that namespace with nsenter; ``--shared-lock`` keeps the host's /run.
+4. **idle cost**: daemon on nft (and then legacy, shorter) with the default 10 s timer and
+   the policy in place: CPU (utime+stime of /proc/PID/stat; the reaped iptables children
+   shown apart) over ``--idle-seconds``, and VmRSS at the end.
+5. **resync burst**: daemon on nft (30 s timer), policy in place over the foreign rules;
+   ONE iptables-nft-restore rewriting every KUBE-* chain of nat and filter, 2 s of quiet,
+   SIGTERM: checks the burst cost (the ``stopping`` line's counter minus the startup
+   check) and the daemon's CPU across it.  Variant: the resync also moves kube-proxy's
+   jumps back to the top of INPUT, pushing efa-guard's jump down (needs a correction).
+
+The daemon's "contested" detection (5 corrections within 10 s by default: then it
+re-asserts with a capped backoff) would turn a series of tampers 100 ms apart into a
+measurement of the backoff, so the latency configs set ``contest_threshold = 1000`` and
+``contest_window = 0.1``; every other setting is the shipped default.
+
+Exit status: 0 when everything ran (targets met or not), 1 on a failure (the daemon did not
+start or exited badly, a command failed, the policy was not in place at the end of a
+measurement), 2 on bad usage; with ``--strict`` a missed target exits 1 too.
+
+Usage: ``python tests/bench_daemon.py [--tampers N] [--idle-seconds S] [--rules N]
+[--quick] [--shared-lock] [--json] [--strict]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Literal, NoReturn
+
+from bench import foreign_rules
+from sandbox import Sandbox, SandboxError, missing_tools, sandbox
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from types import FrameType
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "config" / "efa-guard.toml"
+
+Kind = Literal["nft", "legacy"]
+
+MEDIAN_TARGET_MS = 30.0
+"""Target on nft: median latency, tamper -> policy restored."""
+P99_TARGET_MS = 100.0
+"""Target on nft: 99th percentile of the same."""
+LEGACY_SLACK_MS = 50.0
+"""Target on legacy: latency at most the timer interval plus this."""
+IDLE_CPU_TARGET_PCT = 0.2
+"""Target: idle CPU, percent of one core."""
+RSS_TARGET_MB = 60.0
+"""Target: resident memory when idle."""
+BURST_CHECKS_TARGET = 3
+"""Target: checks caused by one kube-proxy resync."""
+BURST_CPU_TARGET_MS = 300.0
+"""Target: daemon CPU spent on one kube-proxy resync."""
+
+NFT_INTERVAL = 30.0
+"""Timer of the nft latency and burst runs: long enough never to fire during them."""
+LEGACY_INTERVAL = 1.0
+"""Timer of the legacy latency run."""
+IDLE_INTERVAL = 10.0
+"""Timer of the idle runs: the shipped default."""
+SPACING = 0.1
+"""Seconds from one nft tamper's start to the next one's."""
+MIN_GAP = 0.02
+"""At least this long between a correction's line and the next tamper."""
+LEGACY_GAP = (0.05, 0.45)
+"""Range of the random pause after a legacy correction, in seconds."""
+NFT_TIMEOUT = 5.0
+"""Seconds to wait for an nft correction before counting the tamper as missed."""
+START_TIMEOUT = 30.0
+"""Seconds for the daemon to log its startup assertion."""
+STOP_TIMEOUT = 10.0
+"""Seconds for the daemon to exit after SIGTERM."""
+COMMAND_TIMEOUT = 120.0
+"""Seconds any single command may take."""
+SETTLE = 1.0
+"""Seconds after the daemon's startup before anything is measured."""
+BURST_QUIET = 2.0
+"""Seconds after the burst's restore before the daemon is stopped."""
+
+TAMPERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("flush", ("-F", "EFA_INPUT")),
+    ("jump-deleted", ("-D", "INPUT", "-j", "EFA_INPUT")),
+    ("accept-first", ("-I", "INPUT", "1", "-j", "ACCEPT")),
+    ("rule-deleted", ("-D", "EFA_INPUT", "1")),
+)
+"""The rotating tampers: a label and the iptables arguments."""
+
+PRIVATE_RUN = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs efa-bench-run /run && exec "$@"',
+    "sh",
+)
+"""Prefix giving a legacy daemon its own /run, so its own xtables lock.
+
+iptables-legacy's lock /run/xtables.lock is host-wide, and the daemon reacts to every release
+of it: any legacy iptables anywhere on the host (other test runs, here) would wake it.  The
+mount lives in a private mount namespace of the daemon's and is gone with it; tampers enter
+it with nsenter.  ``--shared-lock`` turns this off.
+"""
+PRIVATE_RUN_TOOLS = ("unshare", "nsenter", "mount")
+
+OK = 0
+FAILED = 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """Something the benchmark needs did not work: an actual failure."""
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Summary of latencies in milliseconds; a missed correction counts as infinite."""
+
+    median: float
+    p90: float
+    p99: float
+    max: float
+    n: int
+    missed: int
+
+    @classmethod
+    def of(cls, samples: Sequence[float | None]) -> Latency | None:
+        """Median and nearest-rank percentiles; ``None`` samples are misses."""
+        if not samples:
+            return None
+        ordered = sorted(math.inf if s is None else s for s in samples)
+
+        def rank(p: float) -> float:
+            return ordered[max(1, math.ceil(p * len(ordered))) - 1]
+
+        return cls(
+            median=statistics.median(ordered),
+            p90=rank(0.9),
+            p99=rank(0.99),
+            max=ordered[-1],
+            n=len(ordered),
+            missed=sum(1 for s in samples if s is None),
+        )
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """JSON form (an infinite value, from a miss, is null)."""
+
+        def ms(v: float) -> float | None:
+            return None if math.isinf(v) else round(v, 3)
+
+        return {
+            "median_ms": ms(self.median),
+            "p90_ms": ms(self.p90),
+            "p99_ms": ms(self.p99),
+            "max_ms": ms(self.max),
+            "n": self.n,
+            "missed": self.missed,
+        }
+
+
+def _ms(v: float) -> str:
+    return "miss" if math.isinf(v) else f"{v:.1f}"
+
+
+# -- kube-proxy-like rules -----------------------------------------------------------------
+
+_BUILTIN_RULE = re.compile(r"^-[AID] (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING)\b")
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeRules:
+    """The initial load, and the resync texts derived from it."""
+
+    initial: str
+    resync: str
+    resync_with_jumps: str
+    rules: int
+
+    @classmethod
+    def make(cls, count: int) -> KubeRules:
+        """``count`` rules shaped like kube-proxy's (see bench.py), and their resyncs.
+
+        The resync keeps the nat and filter blocks and drops every rule of a built-in
+        chain: with ``--noflush`` its ``:KUBE-*`` lines flush those chains and the rules
+        refill them, as kube-proxy's full sync does.  The variant also deletes
+        kube-proxy's INPUT jumps and inserts them again at position 1.
+        """
+        initial = foreign_rules(count)
+        blocks: list[list[str]] = []
+        jumps: list[str] = []
+        table = ""
+        for line in initial.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+                if table in {"nat", "filter"}:
+                    blocks.append([line])
+                continue
+            if table not in {"nat", "filter"}:
+                continue
+            if _BUILTIN_RULE.match(line):
+                if table == "filter" and line.startswith("-I INPUT 1 "):
+                    jumps.append(line.removeprefix("-I INPUT 1 "))
+                continue
+            blocks[-1].append(line)
+        resync = "".join("\n".join(b) + "\n" for b in blocks)
+        moved = []
+        for block in blocks:
+            if block[0] == "*filter":
+                head = [ln for ln in block if ln.startswith((":", "*"))]
+                rest = [ln for ln in block if not ln.startswith((":", "*"))]
+                ops = [f"-D INPUT {j}" for j in jumps] + [f"-I INPUT 1 {j}" for j in jumps]
+                block = [*head, *ops, *rest]  # noqa: PLW2901 - a rebuilt copy
+            moved.append("\n".join(block) + "\n")
+        if not jumps:
+            raise BenchError("the foreign rules hold no INPUT jumps to move")
+        rules = sum(1 for ln in resync.splitlines() if ln.startswith("-A "))
+        return cls(initial, resync, "".join(moved), rules)
+
+
+# -- the daemon ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One line the daemon wrote to stderr, with its arrival time (time.monotonic)."""
+
+    at: float
+    event: str
+    data: dict[str, object]
+    raw: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    """CPU time of a process in milliseconds: its own, and its reaped children's."""
+
+    own: float
+    children: float
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(self.own - other.own, self.children - other.children)
+
+    @property
+    def total(self) -> float:
+        """Own plus children."""
+        return self.own + self.children
+
+
+class Daemon:
+    """`efa-guard run` inside a namespace, with its stderr read in a thread."""
+
+    def __init__(self, ns: str, config: Path, *, private_run: bool = False) -> None:
+        self.config = config
+        self.private_run = private_run
+        self.argv = ["ip", "netns", "exec", ns, *(PRIVATE_RUN if private_run else ())]
+        self.argv += [
+            sys.executable,
+            "-m",
+            "efa_guard",
+            "run",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+        ]
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.pid = self.proc.pid
+        self.ns = ns
+        self.lines: list[Line] = []
+        self.eof = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, name="daemon-stderr", daemon=True)
+        self.thread.start()
+        self.returncode: int | None = None
+
+    def _read(self) -> None:
+        stream: IO[bytes] | None = self.proc.stderr
+        assert stream is not None
+        for raw in iter(stream.readline, b""):
+            at = time.monotonic()
+            text = raw.decode(errors="replace").rstrip("\n")
+            data: dict[str, object] = {}
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(text)
+                if isinstance(parsed, dict):
+                    data = parsed
+            with self.cond:
+                self.lines.append(Line(at, str(data.get("event", "")), data, text))
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def mark(self) -> int:
+        """The number of lines read so far: a position for :meth:`wait_for`."""
+        with self.cond:
+            return len(self.lines)
+
+    def wait_for(self, event: str, *, after: int = 0, timeout: float) -> Line | None:
+        """The first line of ``event`` at or after position ``after``; None on timeout/EOF."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            pos = after
+            while True:
+                while pos < len(self.lines):
+                    if self.lines[pos].event == event:
+                        return self.lines[pos]
+                    pos += 1
+                left = deadline - time.monotonic()
+                if self.eof or left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def since(self, after: int, event: str | None = None) -> list[Line]:
+        """Lines from position ``after`` on, optionally only of one event."""
+        with self.cond:
+            return [ln for ln in self.lines[after:] if event is None or ln.event == event]
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines, for error messages."""
+        with self.cond:
+            return "\n".join(ln.raw for ln in self.lines[-lines:])
+
+    def cpu(self) -> Cpu:
+        """utime+stime, and cutime+cstime, from /proc/PID/stat."""
+        fields = self._proc("stat").rsplit(")", 1)[1].split()
+        # fields[0] is field 3 (state): utime 14, stime 15, cutime 16, cstime 17.
+        own = int(fields[11]) + int(fields[12])
+        children = int(fields[13]) + int(fields[14])
+        return Cpu(own * 1000.0 / CLK_TCK, children * 1000.0 / CLK_TCK)
+
+    def memory_mb(self) -> tuple[float, float]:
+        """VmRSS and VmHWM from /proc/PID/status, in MB."""
+        values: dict[str, float] = {}
+        for line in self._proc("status").splitlines():
+            key, _, rest = line.partition(":")
+            if key in {"VmRSS", "VmHWM"}:
+                values[key] = int(rest.split()[0]) / 1024.0
+        return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+    def _proc(self, name: str) -> str:
+        try:
+            return Path(f"/proc/{self.pid}/{name}").read_text()
+        except OSError as e:
+            raise BenchError(f"daemon {self.pid} gone? {e}\n{self.tail()}") from None
+
+    def check_alive(self) -> None:
+        """Raise if the daemon has exited, or if the PID is not the daemon itself."""
+        if self.proc.poll() is not None:
+            raise BenchError(f"daemon exited with {self.proc.returncode}:\n{self.tail()}")
+        cmdline = self._proc("cmdline").replace("\0", " ")
+        if "efa_guard" not in cmdline:
+            raise BenchError(f"PID {self.pid} is not the daemon: {cmdline!r}")
+
+    def stop(self) -> Line:
+        """SIGTERM by PID, wait, then SIGKILL if needed; the `stopping` line (exit 0 needed)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+                self.thread.join(timeout=STOP_TIMEOUT)
+                raise BenchError(f"daemon ignored SIGTERM for {STOP_TIMEOUT} s") from None
+        self.thread.join(timeout=STOP_TIMEOUT)
+        self.returncode = self.proc.returncode
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        if self.returncode != 0:
+            raise BenchError(f"daemon exited with {self.returncode}:\n{self.tail()}")
+        stopping = self.wait_for("stopping", timeout=0)
+        if stopping is None:
+            raise BenchError(f"daemon logged no `stopping` line:\n{self.tail()}")
+        return stopping
+
+    def enter(self) -> list[str]:
+        """The prefix that runs a command where the daemon runs (its netns, its /run)."""
+        if self.private_run:
+            return ["nsenter", "-t", str(self.pid), "-m", "-n"]
+        return ["ip", "netns", "exec", self.ns]
+
+    def kill(self) -> None:
+        """Teardown on failure: stop it by PID whatever state it is in."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        self.thread.join(timeout=STOP_TIMEOUT)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@contextlib.contextmanager
+def running(ns: str, config: Path, *, private_run: bool = False) -> Iterator[Daemon]:
+    """Start the daemon, wait for its startup assertion, and always stop it."""
+    d = Daemon(ns, config, private_run=private_run)
+    try:
+        if d.wait_for("policy_asserted", timeout=START_TIMEOUT) is None:
+            raise BenchError(f"daemon did not assert the policy in {START_TIMEOUT} s:\n{d.tail()}")
+        d.check_alive()
+        yield d
+    finally:
+        d.kill()
+
+
+def counter(line: Line, name: str) -> int:
+    """An integer field of a line (the `stopping` counters)."""
+    value = line.data.get(name)
+    if not isinstance(value, int):
+        raise BenchError(f"`{line.event}` line has no integer {name!r}: {line.raw}")
+    return value
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def ns_ok(ns: str, argv: Sequence[str], *, stdin: str | None = None) -> str:
+    """Run ``ip netns exec ns *argv`` from the repo root; a non-zero exit is a failure."""
+    return run_ok(["ip", "netns", "exec", ns, *argv], stdin=stdin)
+
+
+def run_ok(full: Sequence[str], *, stdin: str | None = None) -> str:
+    """Run ``full`` from the repo root; a non-zero exit is a failure."""
+    try:
+        proc = subprocess.run(
+            full,
+            check=False,
+            cwd=REPO,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {COMMAND_TIMEOUT} s: {full}") from None
+    if proc.returncode != 0:
+        raise BenchError(
+            f"{' '.join(full)} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
+        )
+    return proc.stdout
+
+
+def policy_in_place(ns: str, config: Path) -> None:
+    """`efa-guard check` must say OK (exit 0) at the end of every measurement."""
+    ns_ok(ns, [sys.executable, "-m", "efa_guard", "check", "--config", str(config)])
+
+
+def write_config(
+    directory: Path, name: str, *, backend: Kind, interval: float, no_contest: bool
+) -> Path:
+    """A copy of the default config with backend, timer and (optionally) contest settings."""
+    text = DEFAULT_CONFIG.read_text()
+    subs = [(r'^backend = "auto"', f'backend = "{backend}"')]
+    subs.append((r"^interval = [0-9.]+", f"interval = {interval!r}"))
+    if no_contest:
+        subs.append((r"^contest_threshold = [0-9]+", "contest_threshold = 1000"))
+        subs.append((r"^contest_window = [0-9.]+", "contest_window = 0.1"))
+    for pattern, repl in subs:
+        text, n = re.subn(pattern, repl, text, flags=re.MULTILINE)
+        if n != 1:
+            raise BenchError(f"{DEFAULT_CONFIG}: expected one line matching {pattern!r}, got {n}")
+    path = directory / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def progress(message: str) -> None:
+    """Progress on stderr, so that stdout stays the report."""
+    print(f"bench-daemon: {message}", file=sys.stderr, flush=True)
+
+
+def load_rules(sb: Sandbox, text: str) -> None:
+    """Load the foreign rules into the guard namespace's nft backend."""
+    ns_ok(sb.guard, ["iptables-nft-restore", "--noflush"], stdin=text)
+
+
+# -- 1-3: latency --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One tamper and its correction."""
+
+    tamper: str
+    command_ms: float
+    daemon_ms: float | None
+    external_ms: float | None
+    trigger: str
+    attributed: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Resync:
+    """A kube-proxy-like resync loop in the guard namespace, run by a thread of ours."""
+
+    ns: str
+    text: str
+    durations: list[float] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start looping."""
+        self.thread = threading.Thread(target=self._loop, name="resync", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        argv = ["ip", "netns", "exec", self.ns, "iptables-nft-restore", "--noflush"]
+        while not self.stopping.is_set():
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    argv,
+                    check=False,
+                    input=self.text,
+                    capture_output=True,
+                    text=True,
+                    timeout=COMMAND_TIMEOUT,
+                )
+            except subprocess.TimeoutExpired:
+                self.errors.append(f"timed out after {COMMAND_TIMEOUT} s")
+                continue
+            if proc.returncode != 0:
+                self.errors.append(f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+                if len(self.errors) > 20:
+                    return
+                continue
+            self.durations.append((time.perf_counter() - start) * 1000.0)
+
+    def stop(self) -> None:
+        """Stop after the restore in progress (it is never killed half-way)."""
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=COMMAND_TIMEOUT)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyRun:
+    """One latency scenario."""
+
+    name: str
+    backend: Kind
+    interval: float
+    samples: tuple[Sample, ...]
+    sources: tuple[str, ...]
+    events: dict[str, int]
+    cpu: Cpu
+    seconds: float
+    private_run: bool
+    resync_runs: int = 0
+    resync_ms: float | None = None
+    resync_errors: tuple[str, ...] = ()
+    resync_rules: int = 0
+
+    @property
+    def daemon(self) -> Latency | None:
+        """The daemon's own latency_ms."""
+        return Latency.of([s.daemon_ms for s in self.samples])
+
+    @property
+    def external(self) -> Latency | None:
+        """Tamper exit -> line arrival."""
+        return Latency.of([s.external_ms for s in self.samples])
+
+    @property
+    def command(self) -> Latency | None:
+        """How long the tamper commands took (start -> exit)."""
+        return Latency.of([s.command_ms for s in self.samples])
+
+    @property
+    def cpu_pct(self) -> float:
+        """The daemon's CPU (own) during the series, percent of one core."""
+        return self.cpu.own / (self.seconds * 1000.0) * 100.0 if self.seconds > 0 else 0.0
+
+    @property
+    def triggers(self) -> dict[str, int]:
+        """How many corrections each trigger labelled."""
+        out: dict[str, int] = {}
+        for s in self.samples:
+            if s.external_ms is not None:
+                out[s.trigger] = out.get(s.trigger, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "interval_s": self.interval,
+            "daemon_latency": self.daemon.as_dict() if self.daemon else None,
+            "external_latency": self.external.as_dict() if self.external else None,
+            "tamper_command": self.command.as_dict() if self.command else None,
+            "daemon_cpu_own_ms": round(self.cpu.own, 1),
+            "daemon_cpu_children_ms": round(self.cpu.children, 1),
+            "series_s": round(self.seconds, 2),
+            "private_run": self.private_run,
+            "triggers": self.triggers,
+            "attributed": sum(s.attributed for s in self.samples),
+            "sources": list(self.sources),
+            "other_events": self.events,
+            "resync": {
+                "rules": self.resync_rules,
+                "runs": self.resync_runs,
+                "median_ms": round(self.resync_ms, 1) if self.resync_ms else None,
+                "errors": list(self.resync_errors),
+            }
+            if self.resync_rules
+            else None,
+            "samples": [s.as_dict() for s in self.samples],
+        }
+
+
+def tamper_series(
+    d: Daemon,
+    kind: Kind,
+    *,
+    count: int,
+    timeout: float,
+    rng: random.Random | None,
+) -> list[Sample]:
+    """Tamper ``count`` times, each after the previous one was corrected.
+
+    nft: the next tamper starts :data:`SPACING` after the previous one started (and at
+    least :data:`MIN_GAP` after its correction); with ``rng`` (legacy) it starts a random
+    :data:`LEGACY_GAP` after the correction, so that it does not lock to the timer.
+    """
+    samples: list[Sample] = []
+    if rng is not None:
+        time.sleep(rng.uniform(*LEGACY_GAP))  # off the timer's phase from the first tamper on
+    for i in range(count):
+        label, args = TAMPERS[i % len(TAMPERS)]
+        argv = [*d.enter(), f"iptables-{kind}", "--wait=5", *args]
+        mark = d.mark()
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            _, err = proc.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise BenchError(f"tamper timed out: {argv}") from None
+        exited = time.monotonic()
+        if proc.returncode != 0:
+            raise BenchError(
+                f"tamper {i + 1} ({label}) exited {proc.returncode}: "
+                f"{err.decode(errors='replace').strip()}\n{d.tail()}"
+            )
+        line = d.wait_for("drift_corrected", after=mark, timeout=timeout)
+        if line is None:
+            d.check_alive()
+            samples.append(
+                Sample(label, (exited - start) * 1000.0, None, None, "", attributed=False)
+            )
+            # Put the policy back ourselves, so that the next tamper starts from it.
+            policy_in_place_fix(d)
+            continue
+        latency = line.data.get("latency_ms")
+        samples.append(
+            Sample(
+                label,
+                (exited - start) * 1000.0,
+                float(latency) if isinstance(latency, int | float) else None,
+                (line.at - exited) * 1000.0,
+                str(line.data.get("trigger", "")),
+                attributed=line.data.get("culprit_pid") == proc.pid,
+            )
+        )
+        if rng is not None:
+            pause = line.at + rng.uniform(*LEGACY_GAP) - time.monotonic()
+        else:
+            pause = max(start + SPACING, line.at + MIN_GAP) - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    return samples
+
+
+def policy_in_place_fix(d: Daemon) -> None:
+    """After a missed correction: `efa-guard apply` where the daemon runs."""
+    run_ok([*d.enter(), sys.executable, "-m", "efa_guard", "apply", "--config", str(d.config)])
+
+
+def other_events(d: Daemon, after: int) -> dict[str, int]:
+    """Counts of the lines that are neither corrections nor routine."""
+    routine = {"drift_corrected", "started", "policy_asserted", "stopping"}
+    out: dict[str, int] = {}
+    for ln in d.since(after):
+        if ln.event not in routine:
+            key = ln.event or "non-json"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def sources_of(d: Daemon) -> tuple[str, ...]:
+    """The event sources the daemon said it started."""
+    line = d.wait_for("started", timeout=0)
+    value = line.data.get("sources") if line else None
+    return tuple(str(s) for s in value) if isinstance(value, list) else ()
+
+
+def bench_latency(
+    name: str,
+    *,
+    kind: Kind,
+    config: Path,
+    interval: float,
+    tampers: int,
+    kube: KubeRules | None = None,
+    private_run: bool = False,
+) -> LatencyRun:
+    """One latency scenario in a fresh sandbox."""
+    progress(
+        f"{name}: {tampers} tampers" + (f" under a {kube.rules}-rule resync loop" if kube else "")
+    )
+    rng = random.Random(1) if kind == "legacy" else None  # noqa: S311 - pacing, not crypto
+    timeout = NFT_TIMEOUT if kind == "nft" else interval + NFT_TIMEOUT
+    resync: Resync | None = None
+    with sandbox(prefix="efad") as sb:
+        if kube is not None:
+            load_rules(sb, kube.initial)
+        with running(sb.guard, config, private_run=private_run) as d:
+            time.sleep(SETTLE)
+            mark = d.mark()
+            try:
+                if kube is not None:
+                    resync = Resync(sb.guard, kube.resync)
+                    resync.start()
+                    time.sleep(1.0)  # let the loop get going
+                before, start = d.cpu(), time.monotonic()
+                samples = tamper_series(d, kind, count=tampers, timeout=timeout, rng=rng)
+                spent, seconds = d.cpu() - before, time.monotonic() - start
+            finally:
+                if resync is not None:
+                    resync.stop()
+            d.check_alive()
+            events = other_events(d, mark)
+            sources = sources_of(d)
+            d.stop()
+        policy_in_place(sb.guard, config)
+    run = LatencyRun(
+        name, kind, interval, tuple(samples), sources, events, spent, seconds, private_run
+    )
+    if kube is None or resync is None:
+        return run
+    if not resync.durations:
+        raise BenchError(f"the resync loop never succeeded: {resync.errors[:3]}")
+    return dataclasses.replace(
+        run,
+        resync_runs=len(resync.durations),
+        resync_ms=statistics.median(resync.durations),
+        resync_errors=tuple(resync.errors),
+        resync_rules=kube.rules,
+    )
+
+
+# -- 4: idle -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IdleRun:
+    """Idle cost of one backend."""
+
+    backend: Kind
+    seconds: float
+    cpu: Cpu
+    checks: int
+    rss_mb: float
+    hwm_mb: float
+    events: dict[str, int]
+    private_run: bool
+
+    @property
+    def own_pct(self) -> float:
+        """Own CPU, percent of one core."""
+        return self.cpu.own / (self.seconds * 1000.0) * 100.0
+
+    @property
+    def total_pct(self) -> float:
+        """Own plus reaped iptables children, percent of one core."""
+        return self.cpu.total / (self.seconds * 1000.0) * 100.0
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {
+            "backend": self.backend,
+            "seconds": round(self.seconds, 2),
+            "cpu_own_ms": round(self.cpu.own, 1),
+            "cpu_children_ms": round(self.cpu.children, 1),
+            "cpu_own_pct": round(self.own_pct, 4),
+            "cpu_total_pct": round(self.total_pct, 4),
+            "checks": self.checks,
+            "rss_mb": round(self.rss_mb, 1),
+            "hwm_mb": round(self.hwm_mb, 1),
+            "private_run": self.private_run,
+            "other_events": self.events,
+        }
+
+
+def bench_idle(kind: Kind, config: Path, seconds: float, *, private_run: bool) -> IdleRun:
+    """The daemon with nothing to do, in a fresh sandbox."""
+    progress(f"idle on {kind}: {seconds:g} s")
+    with (
+        sandbox(prefix="efad") as sb,
+        running(sb.guard, config, private_run=private_run) as d,
+    ):
+        time.sleep(SETTLE)
+        mark = d.mark()
+        before, start = d.cpu(), time.monotonic()
+        time.sleep(seconds)
+        after, end = d.cpu(), time.monotonic()
+        rss, hwm = d.memory_mb()
+        d.check_alive()
+        events = other_events(d, mark)
+        stopping = d.stop()
+        policy_in_place(sb.guard, config)
+    checks = counter(stopping, "checks") - 1
+    return IdleRun(kind, end - start, after - before, checks, rss, hwm, events, private_run)
+
+
+# -- 5: resync burst -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BurstRun:
+    """One kube-proxy resync against the running daemon."""
+
+    variant: str
+    rules: int
+    restore_ms: float
+    checks: int
+    corrections: int
+    cpu: Cpu
+    triggers: tuple[str, ...]
+    events: dict[str, int]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {
+            "variant": self.variant,
+            "rules": self.rules,
+            "restore_ms": round(self.restore_ms, 1),
+            "checks": self.checks,
+            "corrections": self.corrections,
+            "cpu_own_ms": round(self.cpu.own, 1),
+            "cpu_children_ms": round(self.cpu.children, 1),
+            "triggers": list(self.triggers),
+            "other_events": self.events,
+        }
+
+
+def bench_burst(variant: str, config: Path, kube: KubeRules, text: str) -> BurstRun:
+    """Policy in place over the foreign rules; one resync; quiet; stop; count."""
+    progress(f"resync burst ({variant}): one restore of {kube.rules} rules")
+    with sandbox(prefix="efad") as sb:
+        load_rules(sb, kube.initial)
+        with running(sb.guard, config) as d:
+            time.sleep(SETTLE)
+            mark = d.mark()
+            before = d.cpu()
+            start = time.perf_counter()
+            ns_ok(sb.guard, ["iptables-nft-restore", "--noflush"], stdin=text)
+            restore_ms = (time.perf_counter() - start) * 1000.0
+            time.sleep(BURST_QUIET)
+            spent = d.cpu() - before
+            d.check_alive()
+            corrected = d.since(mark, "drift_corrected")
+            events = other_events(d, mark)
+            stopping = d.stop()
+        policy_in_place(sb.guard, config)
+    checks = counter(stopping, "checks") - 1
+    triggers = tuple(str(ln.data.get("trigger", "")) for ln in corrected)
+    return BurstRun(
+        variant, kube.rules, restore_ms, checks, len(corrected), spent, triggers, events
+    )
+
+
+# -- targets and output --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One target: what it asks, what was measured, whether it is met."""
+
+    name: str
+    measured: str
+    met: bool | None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {"target": self.name, "measured": self.measured, "met": self.met}
+
+
+@dataclasses.dataclass
+class Results:
+    """Everything measured."""
+
+    latency: list[LatencyRun] = dataclasses.field(default_factory=list)
+    idle: list[IdleRun] = dataclasses.field(default_factory=list)
+    bursts: list[BurstRun] = dataclasses.field(default_factory=list)
+
+
+def latency_verdicts(run: LatencyRun) -> list[Verdict]:
+    """Targets of one latency scenario, on the external latency."""
+    ext, own = run.external, run.daemon
+    if ext is None or own is None:
+        return [Verdict(f"{run.name}: latency", "no samples", None)]
+    out = [
+        Verdict(
+            f"{run.name}: every tamper corrected",
+            f"{ext.n - ext.missed}/{ext.n}",
+            ext.missed == 0,
+        )
+    ]
+    if run.backend == "nft":
+        for what, lat in (("external", ext), ("daemon-reported", own)):
+            out += [
+                Verdict(
+                    f"{run.name}: median <= {MEDIAN_TARGET_MS:.0f} ms ({what})",
+                    f"{_ms(lat.median)} ms",
+                    lat.median <= MEDIAN_TARGET_MS,
+                ),
+                Verdict(
+                    f"{run.name}: p99 <= {P99_TARGET_MS:.0f} ms ({what})",
+                    f"{_ms(lat.p99)} ms",
+                    lat.p99 <= P99_TARGET_MS,
+                ),
+            ]
+    else:
+        limit = run.interval * 1000.0 + LEGACY_SLACK_MS
+        out += [
+            Verdict(
+                f"{run.name}: median and p99 <= interval + {LEGACY_SLACK_MS:.0f} ms "
+                f"({limit:.0f} ms)",
+                f"external median {_ms(ext.median)} ms, p99 {_ms(ext.p99)} ms; "
+                f"corrections by trigger: "
+                + ", ".join(f"{k} {v}" for k, v in run.triggers.items()),
+                ext.p99 <= limit and ext.median <= limit,
+            )
+        ]
+    return out
+
+
+def verdicts(res: Results) -> list[Verdict]:
+    """Evaluate every target on what was measured."""
+    out: list[Verdict] = []
+    for run in res.latency:
+        out += latency_verdicts(run)
+    for idle in res.idle:
+        out += [
+            Verdict(
+                f"idle {idle.backend}: CPU <= {IDLE_CPU_TARGET_PCT} % of one core",
+                f"{idle.own_pct:.3f} % own, {idle.total_pct:.3f} % with its iptables children",
+                idle.total_pct <= IDLE_CPU_TARGET_PCT,
+            ),
+            Verdict(
+                f"idle {idle.backend}: RSS <= {RSS_TARGET_MB:.0f} MB",
+                f"{idle.rss_mb:.1f} MB (peak {idle.hwm_mb:.1f} MB)",
+                idle.rss_mb <= RSS_TARGET_MB,
+            ),
+        ]
+    for b in res.bursts:
+        out += [
+            Verdict(
+                f"burst {b.variant}: <= {BURST_CHECKS_TARGET} checks",
+                f"{b.checks}",
+                b.checks <= BURST_CHECKS_TARGET,
+            ),
+            Verdict(
+                f"burst {b.variant}: <= {BURST_CPU_TARGET_MS:.0f} ms CPU",
+                f"{b.cpu.total:.0f} ms ({b.cpu.own:.0f} own + {b.cpu.children:.0f} iptables)",
+                b.cpu.total <= BURST_CPU_TARGET_MS,
+            ),
+        ]
+        if b.variant != "kube-only":
+            out.append(
+                Verdict(
+                    f"burst {b.variant}: >= 1 correction",
+                    f"{b.corrections}",
+                    b.corrections >= 1,
+                )
+            )
+    return out
+
+
+def latency_table(runs: Sequence[LatencyRun]) -> list[str]:
+    """Latency rows: daemon-reported and external, median/p90/p99/max."""
+    head = (
+        f"{'scenario':<22} {'n':>4} {'miss':>4} | {'daemon ms: med':>14} {'p90':>6} "
+        f"{'p99':>6} {'max':>6} | {'external: med':>13} {'p90':>6} {'p99':>6} {'max':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        own, ext = r.daemon, r.external
+        if own is None or ext is None:
+            lines.append(f"{r.name:<22} no samples")
+            continue
+        lines.append(
+            f"{r.name:<22} {ext.n:>4} {ext.missed:>4} | {_ms(own.median):>14} {_ms(own.p90):>6} "
+            f"{_ms(own.p99):>6} {_ms(own.max):>6} | {_ms(ext.median):>13} {_ms(ext.p90):>6} "
+            f"{_ms(ext.p99):>6} {_ms(ext.max):>6}"
+        )
+    lines.append("")
+    for r in runs:
+        triggers = ", ".join(f"{k} {v}" for k, v in r.triggers.items()) or "none"
+        attributed = sum(s.attributed for s in r.samples)
+        cmd = r.command
+        lines.append(
+            f"{r.name}: corrections by trigger: {triggers}; culprit PID = tamper's in "
+            f"{attributed}/{len(r.samples)}; sources: {', '.join(r.sources)}"
+            + ("; own /run (private xtables lock)" if r.private_run else "")
+        )
+        lines.append(
+            f"  tamper commands took median {_ms(cmd.median) if cmd else '-'} ms, p99 "
+            f"{_ms(cmd.p99) if cmd else '-'} ms; daemon CPU over the {r.seconds:.1f} s series: "
+            f"{r.cpu.own:.0f} ms own ({r.cpu_pct:.1f} % of a core) + "
+            f"{r.cpu.children:.0f} ms iptables"
+        )
+        if r.events:
+            lines.append(
+                f"  other events: {', '.join(f'{k} {v}' for k, v in sorted(r.events.items()))}"
+            )
+        if r.resync_rules:
+            lines.append(
+                f"  resync loop: {r.resync_runs} restores of {r.resync_rules} rules, median "
+                f"{r.resync_ms or 0:.0f} ms each, {len(r.resync_errors)} failed"
+                + (f" (first: {r.resync_errors[0]})" if r.resync_errors else "")
+            )
+    return lines
+
+
+def idle_table(runs: Sequence[IdleRun]) -> list[str]:
+    """Idle rows."""
+    head = (
+        f"{'idle':<7} {'seconds':>7} {'own ms':>7} {'own %':>7} {'+iptables ms':>12} "
+        f"{'total %':>7} {'checks':>6} {'RSS MB':>6} {'peak MB':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    lines += [
+        f"{r.backend + ('*' if r.private_run else ''):<7} {r.seconds:7.1f} {r.cpu.own:7.0f} "
+        f"{r.own_pct:7.3f} "
+        f"{r.cpu.children:12.0f} {r.total_pct:7.3f} {r.checks:>6} {r.rss_mb:6.1f} "
+        f"{r.hwm_mb:7.1f}"
+        + (f"  ({', '.join(f'{k} {v}' for k, v in r.events.items())})" if r.events else "")
+        for r in runs
+    ]
+    return lines
+
+
+def burst_table(runs: Sequence[BurstRun]) -> list[str]:
+    """Burst rows."""
+    head = (
+        f"{'burst':<18} {'rules':>6} {'restore ms':>10} {'checks':>6} {'corr':>4} "
+        f"{'own ms':>6} {'+iptables ms':>12} {'total ms':>8}  triggers"
+    )
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        extra = ", ".join(f"{k} {v}" for k, v in r.events.items())
+        lines.append(
+            f"{r.variant:<18} {r.rules:>6} {r.restore_ms:10.0f} {r.checks:>6} "
+            f"{r.corrections:>4} {r.cpu.own:6.0f} {r.cpu.children:12.0f} {r.cpu.total:8.0f}  "
+            + (", ".join(r.triggers) or "-")
+            + (f"; {extra}" if extra else "")
+        )
+    return lines
+
+
+def report(res: Results, results: Sequence[Verdict], elapsed: float) -> str:
+    """The human-readable report."""
+    env = environment()
+    lines = [
+        f"efa-guard daemon bench: {elapsed:.0f} s; "
+        + ", ".join(f"{k} {v}" for k, v in env.items()),
+        "",
+        *latency_table(res.latency),
+        "",
+        "latency: daemon = its latency_ms (first event seen -> policy verified restored);",
+        "external = the tamper command's exit -> the drift_corrected line read from its stderr.",
+        "contest detection disabled in the latency runs (threshold 1000 in 0.1 s); see --help.",
+        "",
+        *idle_table(res.idle),
+        "",
+        "idle: CPU from /proc/PID/stat (own = utime+stime of the daemon; +iptables = its reaped",
+        f"children, i.e. the iptables it runs); the timer fires every {IDLE_INTERVAL:g} s.",
+        "* with its own /run, so a private xtables lock: other legacy iptables on this host",
+        "  do not wake it (--shared-lock: the host's lock).",
+        "",
+        *burst_table(res.bursts),
+        "",
+        f"burst: checks = the `stopping` counter minus the startup check ({NFT_INTERVAL:g} s",
+        f"timer: none fired); CPU from just before the restore to {BURST_QUIET:g} s after it.",
+        "",
+    ]
+    for v in results:
+        state = {True: "MET", False: "MISSED", None: "N/A"}[v.met]
+        lines.append(f"target {state:<6} {v.name}: {v.measured}")
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, str]:
+    """What the numbers were measured on."""
+    version = subprocess.run(
+        ["iptables-nft", "--version"], check=False, capture_output=True, text=True
+    ).stdout.strip()
+    out = {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "iptables": version,
+        "cpus": str(os.cpu_count()),
+    }
+    with contextlib.suppress(OSError):
+        out["load"] = Path("/proc/loadavg").read_text().split()[0]
+    return out
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved options."""
+
+    tampers: int
+    idle_seconds: float
+    rules: int
+    shared_lock: bool
+
+    @property
+    def resync_tampers(self) -> int:
+        """Tampers under the resync loop: half as many."""
+        return max(2, self.tampers // 2)
+
+    @property
+    def legacy_tampers(self) -> int:
+        """Tampers on legacy: a fifth, at most 30."""
+        return max(2, min(30, self.tampers // 5))
+
+    @property
+    def legacy_idle_seconds(self) -> float:
+        """The legacy idle run is shorter."""
+        return max(min(self.idle_seconds, 5.0), self.idle_seconds / 3)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need a positive integer, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"need a positive number of seconds, got {text!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    p.add_argument("--tampers", type=_positive, help="tampers on nft (default 200)")
+    p.add_argument("--idle-seconds", type=_seconds, help="idle run on nft (default 60)")
+    p.add_argument("--rules", type=_positive, help="kube-proxy-like rules (default 10000)")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 20 tampers, 5 s idle, 2000 rules"
+    )
+    p.add_argument(
+        "--shared-lock",
+        action="store_true",
+        help="run the legacy daemon with the host's /run/xtables.lock (default: a private /run)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = p.parse_args(argv)
+    quick = args.quick
+    settings = Settings(
+        tampers=args.tampers or (20 if quick else 200),
+        idle_seconds=args.idle_seconds or (5.0 if quick else 60.0),
+        rules=args.rules or (2000 if quick else 10000),
+        shared_lock=args.shared_lock,
+    )
+    return args, settings
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    del frame
+    raise SystemExit(128 + signum)  # unwinds the `with`s: daemons stopped, namespaces deleted
+
+
+def measure(s: Settings, tmp: Path) -> Results:
+    """Run every scenario, each in its own sandbox."""
+    nft_fast = write_config(
+        tmp, "nft-latency", backend="nft", interval=NFT_INTERVAL, no_contest=True
+    )
+    legacy_fast = write_config(
+        tmp, "legacy-latency", backend="legacy", interval=LEGACY_INTERVAL, no_contest=True
+    )
+    nft_idle = write_config(
+        tmp, "nft-idle", backend="nft", interval=IDLE_INTERVAL, no_contest=False
+    )
+    legacy_idle = write_config(
+        tmp, "legacy-idle", backend="legacy", interval=IDLE_INTERVAL, no_contest=False
+    )
+    nft_burst = write_config(
+        tmp, "nft-burst", backend="nft", interval=NFT_INTERVAL, no_contest=False
+    )
+    kube = KubeRules.make(s.rules)
+    res = Results()
+    res.latency.append(
+        bench_latency("nft", kind="nft", config=nft_fast, interval=NFT_INTERVAL, tampers=s.tampers)
+    )
+    res.latency.append(
+        bench_latency(
+            "nft + resync loop",
+            kind="nft",
+            config=nft_fast,
+            interval=NFT_INTERVAL,
+            tampers=s.resync_tampers,
+            kube=kube,
+        )
+    )
+    res.latency.append(
+        bench_latency(
+            f"legacy ({LEGACY_INTERVAL:g} s timer)",
+            kind="legacy",
+            config=legacy_fast,
+            interval=LEGACY_INTERVAL,
+            tampers=s.legacy_tampers,
+            private_run=not s.shared_lock,
+        )
+    )
+    res.idle.append(bench_idle("nft", nft_idle, s.idle_seconds, private_run=False))
+    res.idle.append(
+        bench_idle("legacy", legacy_idle, s.legacy_idle_seconds, private_run=not s.shared_lock)
+    )
+    res.bursts.append(bench_burst("kube-only", nft_burst, kube, kube.resync))
+    res.bursts.append(bench_burst("+ INPUT jumps", nft_burst, kube, kube.resync_with_jumps))
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the report; return the exit status."""
+    args, settings = parse_args(argv)
+    missing = missing_tools()
+    if not settings.shared_lock:
+        missing += [t for t in PRIVATE_RUN_TOOLS if shutil.which(t) is None]
+    if missing:
+        print(f"bench-daemon: cannot run, missing: {', '.join(missing)}", file=sys.stderr)
+        return FAILED
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="efa-bench-daemon-") as tmp:
+            res = measure(settings, Path(tmp))
+    except (BenchError, SandboxError, OSError) as e:
+        print(f"bench-daemon: FAILED: {e}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        print("bench-daemon: interrupted (daemons stopped, namespaces deleted)", file=sys.stderr)
+        return 130
+    elapsed = time.perf_counter() - started
+    results = verdicts(res)
+    if args.json:
+        doc = {
+            "settings": dataclasses.asdict(settings),
+            "elapsed_s": round(elapsed, 1),
+            "environment": environment(),
+            "latency": [r.as_dict() for r in res.latency],
+            "idle": [r.as_dict() for r in res.idle],
+            "bursts": [r.as_dict() for r in res.bursts],
+            "targets": [v.as_dict() for v in results],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(report(res, results, elapsed))
+    missed = any(v.met is False for v in results)
+    return FAILED if args.strict and missed else OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
