@@ -8,7 +8,7 @@ APT_PACKAGES = iptables iproute2 nmap python3-venv systemd
 # Debian bookworm's versions of our dependencies: the oldest generation we support.
 BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.1
 
-.PHONY: all deps demo test test-unit test-bookworm lint typecheck bench clean
+.PHONY: all deps demo test test-unit test-bookworm lint typecheck bench deb lintian clean
 
 all: test
 
@@ -56,5 +56,28 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python tests/bench.py
 	$(VENV)/bin/python tests/bench_daemon.py
 
+# The Debian package, built from the tracked files in a scratch directory outside the tree;
+# only dist/efa-guard_<version>_all.deb is left here.
+DEB_BUILD_PACKAGES = debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools dpkg-dev lintian git
+DEB_SCRATCH ?= /tmp/efa-guard-deb
+deb:
+	@missing=""; for p in $(DEB_BUILD_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	rm -rf $(DEB_SCRATCH) && mkdir -p $(DEB_SCRATCH)/efa-guard
+	git ls-files -z | xargs -0 cp --parents -t $(DEB_SCRATCH)/efa-guard
+	cp -r packaging/debian $(DEB_SCRATCH)/efa-guard/debian
+	cd $(DEB_SCRATCH)/efa-guard && dpkg-buildpackage -us -uc -b
+	mkdir -p dist && rm -f dist/efa-guard_*_all.deb && cp $(DEB_SCRATCH)/efa-guard_*_all.deb dist/
+	rm -rf $(DEB_SCRATCH)
+	@ls dist/efa-guard_*_all.deb
+
+lintian: deb
+	lintian --fail-on error,warning --display-info dist/efa-guard_*_all.deb
+
 clean:
-	rm -rf $(VENV) $(VENV_OLD) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_OLD) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

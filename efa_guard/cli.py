@@ -191,6 +191,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = configmod.load(args.config)
         ipt, warnings = _open(cfg)
+        ipt.memo = None if args.fix else {}  # one snapshot: the exposure survey reuses reads
         report = _check_report(cfg, ipt, warnings, fix=args.fix)
     except (ConfigError, IptablesMissingError, PrivilegeError) as e:
         report = Report(UNKNOWN, str(e), data={"error": str(e), "config": str(args.config)})

@@ -19,14 +19,9 @@ _LEGACY_TABLES = {
     "ipv4": Path("/proc/net/ip_tables_names"),
     "ipv6": Path("/proc/net/ip6_tables_names"),
 }
-# Chains every probe needs: fetched together, concurrently, before evaluating.
-_PREFETCH = (
-    ("raw", "PREROUTING"),
-    ("mangle", "PREROUTING"),
-    ("mangle", "INPUT"),
-    ("filter", "INPUT"),
-    ("nat", "KUBE-NODEPORTS"),
-)
+# Read together, concurrently, before evaluating (raw PREROUTING and filter INPUT are
+# usually in the one-shot memo already); other chains are read only when a walk needs them.
+_PREFETCH = (("raw", "PREROUTING"), ("filter", "INPUT"), ("nat", "KUBE-NODEPORTS"))
 
 
 @dataclass(frozen=True)

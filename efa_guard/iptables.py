@@ -99,6 +99,9 @@ class Iptables:
     kind: Kind
     wait_seconds: int = 5
     activity: Activity = field(default_factory=Activity, repr=False)
+    # (family, table, chain) -> listing: set by one-shot commands, which read a snapshot once;
+    # the daemon leaves it None and always reads afresh.
+    memo: dict[tuple[str, str, str], str | None] | None = field(default=None, repr=False)
     _paths: dict[str, str] = field(default_factory=dict, repr=False)
 
     def binary(
@@ -128,21 +131,25 @@ class Iptables:
         return self.list_many([(family, t, c) for t, c in requests])
 
     def list_many(self, requests: Sequence[tuple[str, str, str]]) -> list[str | None]:
-        """`-S` listings of (family, table, chain), run concurrently; None for a missing chain."""
-        argvs = [self._argv(t, "-S", c, family=f) for f, t, c in requests]
+        """`-S` listings of (family, table, chain), run concurrently; None for a missing chain.
+
+        With a `memo` (one-shot commands), a chain is read at most once per process.
+        """
+        memo = self.memo if self.memo is not None else {}
+        todo = list(dict.fromkeys(r for r in requests if r not in memo))
+        argvs = [self._argv(t, "-S", c, family=f) for f, t, c in todo]
         procs = [(argv, self._spawn(argv)) for argv in argvs]
         finished = [(argv, *self._wait(proc), proc.returncode) for argv, proc in procs]
-        results: list[str | None] = []
-        for argv, out, err, rc in finished:
+        for key, (argv, out, err, rc) in zip(todo, finished, strict=True):
             if rc == 0:
-                results.append(out)
+                memo[key] = out
                 continue
             _raise_for_privilege(argv, rc, out, err)
             if rc == 1 and any(s in err for s in _NO_CHAIN):
-                results.append(None)
+                memo[key] = None
                 continue
             raise CommandError(argv, rc, out, err)
-        return results
+        return [memo[r] for r in requests]
 
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
         """Observe each owned chain and the jumps to it: cost independent of foreign rules."""
