@@ -4,7 +4,7 @@
 PYTHON      ?= /usr/bin/python3
 VENV        ?= .venv
 VENV_OLD    ?= .venv-bookworm
-APT_PACKAGES = iptables iproute2 nmap python3-venv systemd
+APT_PACKAGES = iptables iproute2 nmap python3-venv systemd systemd-container debootstrap util-linux
 # Debian bookworm's versions of our dependencies: the oldest generation we support.
 BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.1
 
@@ -44,10 +44,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-# The whole suite on the newest releases, then again on bookworm's versions.
-test: deps lint typecheck
+# Lint, types, the package and lintian; the whole suite on the newest releases (with the
+# system test of the installed .deb under systemd-nspawn), then again on bookworm's versions.
+test: deps lint typecheck lintian
 	$(VENV)/bin/python -m pytest
-	$(VENV_OLD)/bin/python -m pytest -p no:cacheprovider
+	$(VENV_OLD)/bin/python -m pytest -p no:cacheprovider -m "not system"
 
 test-unit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit
@@ -71,7 +72,8 @@ deb:
 	rm -rf $(DEB_SCRATCH) && mkdir -p $(DEB_SCRATCH)/efa-guard
 	git ls-files -z | xargs -0 cp --parents -t $(DEB_SCRATCH)/efa-guard
 	cp -r packaging/debian $(DEB_SCRATCH)/efa-guard/debian
-	cd $(DEB_SCRATCH)/efa-guard && dpkg-buildpackage -us -uc -b
+	# Debian's own python3, whatever else is first on PATH
+	cd $(DEB_SCRATCH)/efa-guard && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
 	mkdir -p dist && rm -f dist/efa-guard_*_all.deb && cp $(DEB_SCRATCH)/efa-guard_*_all.deb dist/
 	rm -rf $(DEB_SCRATCH)
 	@ls dist/efa-guard_*_all.deb

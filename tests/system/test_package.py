@@ -1,0 +1,228 @@
+"""The installed .deb under a real systemd (systemd-nspawn), and the unit's hardening.
+
+One Debian 12 container per module, booted inside a network namespace of its own, with the
+package installed by apt; the tests run in order and share it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from nspawn import Container, container
+from support import REPO, need
+
+pytestmark = pytest.mark.system
+
+UNIT = REPO / "packaging" / "debian" / "efa-guard.service"
+CORRECTED = "90ce71a381474c89b36fb4b3755e87cd"
+
+
+def deb() -> Path:
+    """The package `make deb` built."""
+    found = sorted((REPO / "dist").glob("efa-guard_*_all.deb"))
+    need(bool(found), "no dist/efa-guard_*_all.deb: run `make deb` first")
+    return found[-1]
+
+
+def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll until predicate() is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """A booted container in a fresh network namespace with the package installed."""
+    for tool in ("systemd-nspawn", "debootstrap", "nsenter", "ip"):
+        need(shutil.which(tool) is not None, f"{tool} is not installed")
+    package = deb()
+    netns = f"efa-s-{int(time.time() * 1000) % 1_000_000}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        with container(netns, tmp_path_factory.mktemp("nspawn")) as c:
+            c.boot()
+            shutil.copy(package, c.root / "root" / package.name)
+            c.run(["apt-get", "install", "-y", f"/root/{package.name}"], timeout=300)
+            yield c
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
+
+
+def active(c: Container) -> bool:
+    """Whether the service is active."""
+    return c.run(["systemctl", "is-active", "efa-guard"], check=False).stdout.strip() == "active"
+
+
+def prop(c: Container, unit: str, name: str) -> str:
+    """One property of a unit."""
+    return c.run(["systemctl", "show", "-P", name, unit]).stdout.strip()
+
+
+def check(c: Container) -> subprocess.CompletedProcess[str]:
+    """`efa-guard check` inside the container."""
+    return c.run(["efa-guard", "check"], check=False)
+
+
+def test_unit_exposure_is_low() -> None:
+    """systemd-analyze security --offline scores the unit at most 2.5 (firewalld: 9.6)."""
+    need(shutil.which("systemd-analyze") is not None, "systemd-analyze is not installed")
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    m = re.search(r"Overall exposure level for efa-guard.service: (\d+\.\d+)", out.stdout)
+    assert m, out.stdout + out.stderr
+    assert float(m.group(1)) <= 2.5, out.stdout
+
+
+def test_installed_and_ready(box: Container) -> None:
+    """Installed: enabled, active, READY reached, the policy in the container's kernel."""
+    assert prop(box, "efa-guard", "UnitFileState") == "enabled"
+    wait_for("efa-guard active", lambda: active(box))
+    assert prop(box, "efa-guard", "Type") == "notify"
+    assert prop(box, "efa-guard", "StatusText").startswith("policy in place")
+    rules = box.run(["iptables", "-S", "INPUT"]).stdout.splitlines()
+    assert rules[1] == "-A INPUT -j EFA_INPUT"
+    assert "-A INPUT -j EFA_INPUT" in box.run(["ip6tables", "-S", "INPUT"]).stdout
+    assert box.run(["test", "-f", "/etc/efa-guard/efa-guard.toml"]).returncode == 0
+    assert check(box).returncode == 0
+
+
+def test_systemd_analyze_verify_is_clean(box: Container) -> None:
+    """systemd-analyze verify of the installed unit prints nothing (it exits 0 on errors)."""
+    out = box.run(["systemd-analyze", "verify", "efa-guard.service"], check=False)
+    assert out.stderr.strip() == "", out.stderr
+    assert out.returncode == 0
+
+
+def test_tamper_is_corrected_and_journaled(box: Container) -> None:
+    """A flush is undone; journalctl -u and efa-guard history both show the correction."""
+    box.run(["iptables", "-F", "EFA_INPUT"])
+    wait_for("policy back", lambda: check(box).returncode == 0)
+
+    def entries() -> list[dict[str, str]]:
+        out = box.run(["journalctl", "-u", "efa-guard", "-o", "json", f"MESSAGE_ID={CORRECTED}"])
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    wait_for("a drift_corrected entry", entries)
+    entry = entries()[-1]
+    assert entry["SYSLOG_IDENTIFIER"] == "efa-guard"
+    assert entry["TRIGGER"] == "rule-change"
+    assert entry["CULPRIT_NAME"] == "iptables"
+    assert "rule 1 missing" in entry["DRIFT"]
+    assert float(entry["LATENCY_MS"]) > 0
+    plain = box.run(["journalctl", "-u", "efa-guard", "--no-pager"]).stdout
+    assert "drift corrected (rule-change by iptables[" in plain
+    history = json.loads(box.run(["efa-guard", "history", "--json"]).stdout)
+    assert history[-1]["event"] == "drift_corrected"
+    assert history[-1]["trigger"] == "rule-change"
+
+
+def test_check_is_critical_while_the_service_is_stopped(box: Container) -> None:
+    """Stopped: the policy stays (check 0); a tamper then makes check exit 2; start fixes it."""
+    box.run(["systemctl", "stop", "efa-guard"])
+    assert check(box).returncode == 0
+    box.run(["iptables", "-D", "INPUT", "-j", "EFA_INPUT"])
+    critical = check(box)
+    assert critical.returncode == 2
+    assert "jump missing" in critical.stdout
+    box.run(["systemctl", "start", "efa-guard"])
+    assert check(box).returncode == 0
+
+
+def test_sigkill_is_restarted(box: Container) -> None:
+    """SIGKILL of the main process: systemd restarts it and the policy is back."""
+    before = int(prop(box, "efa-guard", "NRestarts"))
+    box.run(["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "efa-guard"])
+    box.run(["iptables", "-F", "EFA_INPUT"])
+    wait_for("a restart", lambda: int(prop(box, "efa-guard", "NRestarts")) > before)
+    wait_for("efa-guard active again", lambda: active(box))
+    wait_for("policy back", lambda: check(box).returncode == 0)
+
+
+def test_reboot_policy_before_network_pre(box: Container) -> None:
+    """After a reboot the policy is asserted (READY) before network-pre.target is reached."""
+    box.run(["systemctl", "reboot", "--no-block"])
+    box.wait_stopped(timeout=60)
+    box.boot()
+    wait_for("efa-guard active after reboot", lambda: active(box))
+    ready = int(prop(box, "efa-guard", "ActiveEnterTimestampMonotonic"))
+    pre = int(prop(box, "network-pre.target", "ActiveEnterTimestampMonotonic"))
+    assert 0 < ready <= pre, (ready, pre)
+    assert check(box).returncode == 0
+
+
+WATCH = r"""
+import subprocess, sys, time
+end = time.monotonic() + float(sys.argv[1])
+gaps = 0
+while time.monotonic() < end:
+    head = subprocess.run(["iptables", "-w", "-S", "INPUT", "1"], capture_output=True, text=True)
+    own = subprocess.run(["iptables", "-w", "-S", "EFA_INPUT"], capture_output=True, text=True)
+    if head.stdout.strip() != "-A INPUT -j EFA_INPUT" or own.stdout.count("-j DROP") < 4:
+        gaps += 1
+print(gaps)
+"""
+
+
+def upgrade_package(c: Container, tmp: Path) -> str:
+    """The same package with its version bumped: an upgrade."""
+    work = tmp / "repack"
+    subprocess.run(["dpkg-deb", "-R", str(deb()), str(work)], check=True)
+    control = work / "DEBIAN" / "control"
+    text = control.read_text()
+    version = re.search(r"(?m)^Version: (\S+)$", text)
+    assert version
+    control.write_text(text.replace(version.group(0), f"Version: {version.group(1)}+1"))
+    name = f"efa-guard_{version.group(1)}+1_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "-b", str(work), str(c.root / "root" / name)], check=True, capture_output=True
+    )
+    return name
+
+
+def test_reinstall_and_upgrade_restart_without_a_gap(box: Container, tmp_path: Path) -> None:
+    """Reinstall and upgrade restart the daemon; a watcher never sees the policy missing."""
+    newer = upgrade_package(box, tmp_path)
+    name = deb().name
+    for step in (
+        ["apt-get", "install", "-y", "--reinstall", f"/root/{name}"],
+        ["apt-get", "install", "-y", f"/root/{newer}"],
+    ):
+        pid = prop(box, "efa-guard", "MainPID")
+        watcher = subprocess.Popen(
+            ["nsenter", f"--target={box.leader}", "--all", "--", "python3", "-c", WATCH, "8"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)
+        box.run(step, timeout=300)
+        out, _ = watcher.communicate(timeout=60)
+        assert out.strip() == "0", f"{step[-1]}: the policy was missing {out.strip()} times"
+        wait_for("efa-guard active", lambda: active(box))
+        assert prop(box, "efa-guard", "MainPID") != pid, "the daemon was not restarted"
+    assert "+1" in box.run(["dpkg-query", "-W", "-f=${Version}", "efa-guard"]).stdout
+
+
+def test_remove_keeps_the_policy_and_purge_the_config(box: Container) -> None:
+    """remove: the daemon stops, the policy and config stay; purge removes the config."""
+    box.run(["apt-get", "remove", "-y", "efa-guard"], timeout=300)
+    assert not active(box)
+    assert box.run(["iptables", "-S", "INPUT"]).stdout.splitlines()[1] == "-A INPUT -j EFA_INPUT"
+    assert box.run(["test", "-f", "/etc/efa-guard/efa-guard.toml"], check=False).returncode == 0
+    box.run(["apt-get", "purge", "-y", "efa-guard"], timeout=300)
+    assert box.run(["test", "-e", "/etc/efa-guard"], check=False).returncode != 0
+    assert "-A INPUT -j EFA_INPUT" in box.run(["iptables", "-S", "INPUT"]).stdout
