@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -40,6 +41,7 @@ _NO_CHAIN = (
 _NO_PRIVILEGE = ("Permission denied", "Operation not permitted")
 _FAILED_LINE = re.compile(r"line (\d+) failed")
 _RESOURCE_PROBLEM = 4  # iptables' exit code for "lock held" and similar
+READ_LOCK = str(Path(tempfile.gettempdir()) / "efa-guard-xtables-read.lock")
 
 
 def _which(name: str) -> str | None:
@@ -183,13 +185,21 @@ class Iptables:
         raise CommandError(argv, rc, out, err, txn.text)
 
     def _spawn(self, argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str]:
+        env = _env()
+        if not stdin:
+            # A read: iptables-legacy takes the xtables lock even to list a chain, and the
+            # daemon watches that lock's releases for foreign writers; our reads would wake it
+            # again and again. A legacy read gets the table from the kernel as one consistent
+            # copy, so reads lock a private file (they still wait for each other). Writes
+            # (restore) take the shared lock, as every writer must.
+            env["XTABLES_LOCKFILE"] = READ_LOCK
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=env,
         )
         self.activity.started(proc.pid)
         return proc
