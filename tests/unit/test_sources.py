@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 
-from efa_guard.events import Trigger
+from efa_guard.events import Event, Trigger
 from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker, matches
 from efa_guard.sources.nft import (
     NFNL_SUBSYS_NFTABLES,
@@ -13,6 +14,7 @@ from efa_guard.sources.nft import (
     NFT_MSG_NEWGEN,
     NFT_MSG_NEWRULE,
     Decoder,
+    NftWatcher,
 )
 
 
@@ -127,3 +129,50 @@ def test_events_name_the_families_they_touch() -> None:
     assert six.families == frozenset({"ipv6"})
     (both,) = d.feed(rule("filter", "INPUT", family=1) + gen(4, "nft"))
     assert both.families is None
+
+
+class FakeNetlink:
+    """A socket whose recv plays a script: bytes are returned, exceptions raised."""
+
+    def __init__(self, script: list[bytes | OSError], watcher: NftWatcher) -> None:
+        self.script = script
+        self.watcher = watcher
+        self.closed = False
+
+    def recv(self, _size: int) -> bytes:
+        """The next scripted datagram or error; stops the watcher when done."""
+        if not self.script:
+            self.watcher.stopped.set()
+            return b""
+        item = self.script.pop(0)
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Remember the close."""
+        self.closed = True
+
+
+def test_enobufs_reopens_the_socket_and_asks_for_a_full_check() -> None:
+    """After ENOBUFS the socket is re-created, an overflow event is emitted, reading goes on."""
+    events: list[Event] = []
+    watcher = NftWatcher(events.append, tables=["filter"], own_pid=lambda _pid: False)
+    first = FakeNetlink(
+        [rule("filter", "INPUT"), OSError(errno.ENOBUFS, "No buffer space")], watcher
+    )
+    second = FakeNetlink([rule("filter", "INPUT") + gen(9, "iptables-nft")], watcher)
+    watcher.sock = first  # type: ignore[assignment]
+    reopened: list[bool] = []
+
+    def reopen() -> None:
+        reopened.append(True)
+        watcher.sock = second  # type: ignore[assignment]
+
+    watcher.open = reopen  # type: ignore[method-assign]
+    watcher._run()  # noqa: SLF001 - the thread body, run inline
+    assert reopened == [True]
+    assert first.closed
+    assert [e.trigger for e in events] == [Trigger.OVERFLOW, Trigger.RULE_CHANGE]
+    assert events[1].pid == 9  # the half-read transaction before the overflow was dropped
+    assert watcher.overflows == 1
