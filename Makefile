@@ -12,14 +12,19 @@ BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.
 
 all: test
 
-$(VENV)/.installed: pyproject.toml
-	@missing=""; for p in $(APT_PACKAGES); do \
+# $(call apt_ensure,PACKAGES): install the Debian packages that are missing.
+define apt_ensure
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+$(VENV)/.installed: pyproject.toml
+	$(call apt_ensure,$(APT_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
@@ -62,13 +67,7 @@ bench: $(VENV)/.installed
 DEB_BUILD_PACKAGES = debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools dpkg-dev lintian git
 DEB_SCRATCH ?= /tmp/efa-guard-deb
 deb:
-	@missing=""; for p in $(DEB_BUILD_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_ensure,$(DEB_BUILD_PACKAGES))
 	rm -rf $(DEB_SCRATCH) && mkdir -p $(DEB_SCRATCH)/efa-guard
 	git ls-files -z | xargs -0 cp --parents -t $(DEB_SCRATCH)/efa-guard
 	cp -r packaging/debian $(DEB_SCRATCH)/efa-guard/debian

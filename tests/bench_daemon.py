@@ -65,7 +65,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, NoReturn
 
-from bench import foreign_rules
+from bench import _positive, foreign_rules
 from sandbox import Sandbox, SandboxError, missing_tools, sandbox
 
 if TYPE_CHECKING:
@@ -1200,16 +1200,6 @@ class Settings:
     def legacy_idle_seconds(self) -> float:
         """The legacy idle run is shorter."""
         return max(min(self.idle_seconds, 5.0), self.idle_seconds / 3)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"need a positive integer, got {text!r}")
-    return value
 
 
 def _seconds(text: str) -> float:
