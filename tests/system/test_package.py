@@ -165,6 +165,29 @@ def test_reboot_policy_before_network_pre(box: Container) -> None:
     assert check(box).returncode == 0
 
 
+def test_legacy_backend_under_the_hardened_unit(box: Container) -> None:
+    """With backend = "legacy" the confined daemon reads, writes and corrects iptables-legacy."""
+    config = "/etc/efa-guard/efa-guard.toml"
+    original = box.run(["cat", config]).stdout
+    legacy = original.replace('backend = "auto"', 'backend = "legacy"')
+    legacy = legacy.replace("interval = 10.0 ", "interval = 1.0 ")
+    assert legacy != original
+    box.run(["tee", config], input=legacy)
+    try:
+        box.run(["systemctl", "restart", "efa-guard"])
+        wait_for("efa-guard active", lambda: active(box))
+        head = box.run(["iptables-legacy", "-S", "INPUT"]).stdout.splitlines()
+        assert head[1] == "-A INPUT -j EFA_INPUT"
+        box.run(["iptables-legacy", "-F", "EFA_INPUT"])
+        wait_for("legacy policy back", lambda: check(box).returncode == 0, timeout=15)
+        last = box.run(["efa-guard", "history", "--json"]).stdout
+        assert json.loads(last)[-1]["trigger"] in ("timer", "xtables-lock")
+    finally:
+        box.run(["tee", config], input=original)
+        box.run(["systemctl", "restart", "efa-guard"])
+    wait_for("efa-guard active", lambda: active(box))
+
+
 WATCH = r"""
 import subprocess, sys, time
 end = time.monotonic() + float(sys.argv[1])
