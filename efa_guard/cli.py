@@ -19,7 +19,7 @@ from efa_guard.errors import (
     PrivilegeError,
     VerifyError,
 )
-from efa_guard.exposure import Finding, survey, visible
+from efa_guard.exposure import Finding, prefetch, survey, visible
 from efa_guard.exposure import table as exposure_table
 from efa_guard.iptables import Iptables, detect
 from efa_guard.render import restore_text
@@ -100,6 +100,9 @@ def _check_report(
         outcome = enforce(ipt, cfg.policy, on_retry=_log_retry)
         insp = outcome.before
     else:
+        # One concurrent batch for the policy and the exposure survey: on legacy every read
+        # copies a whole table (nat is kube-proxy's biggest), so overlap them.
+        ipt.list_many([*ipt.requests(cfg.policy), *prefetch(ipt)])
         insp = inspect(ipt, cfg.policy)
     n = len(cfg.policy.chains)
     data: dict[str, object] = {

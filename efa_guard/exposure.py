@@ -121,6 +121,18 @@ def _present_tables(kind: str, family: str) -> frozenset[str] | None:
         return frozenset()
 
 
+def prefetch(ipt: Iptables) -> list[tuple[str, str, str]]:
+    """The chains every survey reads first: (family, table, chain).
+
+    On legacy only tables the kernel already has: reading another would load it.
+    """
+    out: list[tuple[str, str, str]] = []
+    for family in FAMILIES:
+        present = _present_tables(ipt.kind, family)
+        out += [(family, t, c) for t, c in _PREFETCH if present is None or t in present]
+    return out
+
+
 def survey(
     ipt: Iptables, interface: str, allow: Allowlist, *, skip_allowed: bool = False
 ) -> list[Finding]:
@@ -132,12 +144,7 @@ def survey(
     """
     socks = listeners()
     present: dict[str, frozenset[str] | None] = {f: _present_tables(ipt.kind, f) for f in FAMILIES}
-    wanted: list[tuple[str, str, str]] = [
-        (f, t, c)
-        for f in FAMILIES
-        for t, c in _PREFETCH
-        if present[f] is None or t in (present[f] or ())
-    ]
+    wanted = prefetch(ipt)
     listings: dict[tuple[str, str, str], str | None] = dict(
         zip(wanted, ipt.list_many(wanted), strict=True)
     )

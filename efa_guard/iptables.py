@@ -153,13 +153,19 @@ class Iptables:
             raise CommandError(argv, rc, out, err)
         return [memo[r] for r in requests]
 
+    @staticmethod
+    def requests(policy: Policy) -> list[tuple[str, str, str]]:
+        """What `read` lists: each owned chain and its hook chain, per family."""
+        out: list[tuple[str, str, str]] = []
+        for f in policy.families:
+            for c in policy.chains:
+                out += [(f, c.table, c.name), (f, c.table, c.hook)]
+        return out
+
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
         """Observe each owned chain and the jumps to it: cost independent of foreign rules."""
         pairs = [(f, c) for f in policy.families for c in policy.chains]
-        requests: list[tuple[str, str, str]] = []
-        for f, c in pairs:
-            requests += [(f, c.table, c.name), (f, c.table, c.hook)]
-        listings = self.list_many(requests)
+        listings = self.list_many(self.requests(policy))
         states = []
         for i, (family, chain) in enumerate(pairs):
             own, hook = listings[2 * i], listings[2 * i + 1]
