@@ -93,7 +93,12 @@ def _log_retry(attempt: int, wait: float, exc: BaseException) -> None:
 
 
 def _check_report(
-    cfg: configmod.Config, ipt: Iptables, warnings: tuple[str, ...], *, fix: bool
+    cfg: configmod.Config,
+    ipt: Iptables,
+    warnings: tuple[str, ...],
+    *,
+    fix: bool,
+    exposure: bool = True,
 ) -> Report:
     outcome: Outcome | None = None
     if fix:
@@ -102,7 +107,7 @@ def _check_report(
     else:
         # One concurrent batch for the policy and the exposure survey: on legacy every read
         # copies a whole table (nat is kube-proxy's biggest), so overlap them.
-        ipt.list_many([*ipt.requests(cfg.policy), *prefetch(ipt)])
+        ipt.list_many([*ipt.requests(cfg.policy), *(prefetch(ipt) if exposure else [])])
         insp = inspect(ipt, cfg.policy)
     n = len(cfg.policy.chains)
     data: dict[str, object] = {
@@ -117,7 +122,7 @@ def _check_report(
         "chains": _chains_data(insp),
         "corrected": bool(outcome and outcome.changed),
     }
-    shown, survey_warning = _exposed(cfg, ipt)
+    shown, survey_warning = _exposed(cfg, ipt) if exposure else ([], ())
     warnings += survey_warning
     data["warnings"] = list(warnings)
     data["exposed"] = [f.as_dict() for f in shown]
@@ -195,7 +200,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         cfg = configmod.load(args.config)
         ipt, warnings = _open(cfg)
         ipt.memo = None if args.fix else {}  # one snapshot: the exposure survey reuses reads
-        report = _check_report(cfg, ipt, warnings, fix=args.fix)
+        report = _check_report(cfg, ipt, warnings, fix=args.fix, exposure=not args.no_exposure)
     except (ConfigError, IptablesMissingError, PrivilegeError) as e:
         report = Report(UNKNOWN, str(e), data={"error": str(e), "config": str(args.config)})
     except (CommandError, VerifyError) as e:
@@ -337,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="machine-readable report")
     check.add_argument("--fix", action="store_true", help="re-assert the policy if it drifted")
+    check.add_argument(
+        "--no-exposure",
+        action="store_true",
+        help="skip the survey of reachable services (on legacy it reads kube-proxy's whole "
+        "nat table)",
+    )
     check.set_defaults(func=cmd_check)
 
     apply = sub.add_parser("apply", parents=[common], help="assert the policy (idempotent)")

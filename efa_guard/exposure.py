@@ -138,9 +138,10 @@ def survey(
 ) -> list[Finding]:
     """Every listening socket and NodePort, with its reachability on `interface`.
 
-    With `skip_allowed`, allowlisted and loopback-only services are not evaluated (the check
-    only needs what may be visible against the list) and owners are looked up only for
-    services found reachable.
+    With `skip_allowed` (the check: only what may be visible against the list matters),
+    allowlisted and loopback-only services are not evaluated, a NodePort that nothing drops
+    before kube-proxy's DNAT counts as visible without following the DNAT, and owners are
+    looked up only for services found reachable.
     """
     socks = listeners()
     present: dict[str, frozenset[str] | None] = {f: _present_tables(ipt.kind, f) for f in FAMILIES}
@@ -186,7 +187,12 @@ def _nodeport_findings(
         if skip_allowed and allowed:
             continue
         probe = Probe(family, np.protocol, np.port, interface)
-        verdict = ev.forwarded(probe, nodeport_target=np.target, destination=np.destination)
+        verdict = ev.forwarded(
+            probe,
+            nodeport_target=np.target,
+            destination=np.destination,
+            follow_dnat=not skip_allowed,
+        )
         finding = Finding(
             "nodeport",
             np.protocol,

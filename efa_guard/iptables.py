@@ -41,7 +41,7 @@ _NO_CHAIN = (
 _NO_PRIVILEGE = ("Permission denied", "Operation not permitted")
 _FAILED_LINE = re.compile(r"line (\d+) failed")
 _RESOURCE_PROBLEM = 4  # iptables' exit code for "lock held" and similar
-READ_LOCK = str(Path(tempfile.gettempdir()) / "efa-guard-xtables-read.lock")
+READ_LOCK = str(Path(tempfile.gettempdir()) / "efa-guard-read.lock")
 
 
 def _which(name: str) -> str | None:
@@ -140,7 +140,7 @@ class Iptables:
         memo = self.memo if self.memo is not None else {}
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
         argvs = [self._argv(t, "-S", c, family=f) for f, t, c in todo]
-        procs = [(argv, self._spawn(argv)) for argv in argvs]
+        procs = [(argv, self._spawn(argv, slot=i)) for i, argv in enumerate(argvs)]
         finished = [(argv, *self._wait(proc), proc.returncode) for argv, proc in procs]
         for key, (argv, out, err, rc) in zip(todo, finished, strict=True):
             if rc == 0:
@@ -190,15 +190,18 @@ class Iptables:
             raise ConcurrentChangeError(argv, rc, out, err, txn.text)
         raise CommandError(argv, rc, out, err, txn.text)
 
-    def _spawn(self, argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str]:
+    def _spawn(
+        self, argv: Sequence[str], *, stdin: bool = False, slot: int = 0
+    ) -> subprocess.Popen[str]:
         env = _env()
         if not stdin:
             # A read: iptables-legacy takes the xtables lock even to list a chain, and the
-            # daemon watches that lock's releases for foreign writers; our reads would wake it
-            # again and again. A legacy read gets the table from the kernel as one consistent
-            # copy, so reads lock a private file (they still wait for each other). Writes
-            # (restore) take the shared lock, as every writer must.
-            env["XTABLES_LOCKFILE"] = READ_LOCK
+            # daemon watches that lock's releases for foreign writers: our reads would wake
+            # it again and again. A legacy read copies the table from the kernel in one
+            # consistent step, so each concurrent read locks a private file of its own (one
+            # per slot: they run in parallel). Writes (restore) take the shared lock, as
+            # every writer must.
+            env["XTABLES_LOCKFILE"] = f"{READ_LOCK}.{slot}"
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

@@ -97,13 +97,25 @@ class Evaluator:
         return self._path(path, probe, "no rule drops it")
 
     def forwarded(
-        self, probe: Probe, *, nodeport_target: str | None, destination: str | None = None
+        self,
+        probe: Probe,
+        *,
+        nodeport_target: str | None,
+        destination: str | None = None,
+        follow_dnat: bool = True,
     ) -> Verdict:
-        """A NodePort: raw, mangle PREROUTING, kube-proxy's DNAT, then FORWARD to the pod."""
+        """A NodePort: raw, mangle PREROUTING, kube-proxy's DNAT, then FORWARD to the pod.
+
+        Without `follow_dnat` it stops before the DNAT: what nothing drops there counts as
+        reachable (following kube-proxy's chains costs a whole-table copy per chain on legacy).
+        """
         self._caveats = []
         pre = self._path((("raw", "PREROUTING"), ("mangle", "PREROUTING")), probe, "")
         if not pre.reachable:
             return pre
+        if not follow_dnat:
+            reason = "nothing drops it before kube-proxy's DNAT"
+            return Verdict(reachable=True, reason=reason, caveats=pre.caveats)
         if nodeport_target is None:
             return Verdict(
                 reachable=False, reason="no DNAT for this port in kube-proxy's KUBE-NODEPORTS"

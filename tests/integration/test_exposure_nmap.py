@@ -121,3 +121,13 @@ def test_check_warns_about_a_visible_service(guard: Guard) -> None:
     exposed = guard.check_json()["exposed"]
     assert isinstance(exposed, list)
     assert {(e["family"], e["port"]) for e in exposed} == {("ipv4", 80), ("ipv6", 80)}
+
+
+def test_check_without_exposure_ignores_visible_services(guard: Guard) -> None:
+    """`check --no-exposure` checks the policy only: a visible service does not warn."""
+    assert guard.efa("apply").returncode == 0
+    guard.box.start_listeners(tcp=(80,), udp=())
+    assert guard.efa("check").returncode == 1
+    quiet = guard.efa("check", "--no-exposure")
+    assert quiet.returncode == 0, quiet.stdout
+    assert "exposed=0" in quiet.stdout

@@ -140,3 +140,14 @@ def test_forward_policy_drop_is_a_verdict() -> None:
         del RULES[("nat", "KUBE-EXT-X")]
     assert not v.reachable
     assert v.reason == "dropped by ipv4 filter/FORWARD policy: -P FORWARD DROP"
+
+
+def test_shallow_nodeport_stops_before_the_dnat() -> None:
+    """The check's shallow mode: not dropped before the DNAT counts as reachable."""
+    ev = evaluator()
+    assert not ev.forwarded(
+        tcp(31672), nodeport_target="KUBE-EXT-RABBIT", follow_dnat=False
+    ).reachable
+    v = ev.forwarded(tcp(30080), nodeport_target="KUBE-EXT-WEB", follow_dnat=False)
+    assert v.reachable
+    assert v.reason == "nothing drops it before kube-proxy's DNAT"
