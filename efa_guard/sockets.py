@@ -73,14 +73,8 @@ def _decode(data: bytes, protocol: int) -> Iterable[Listener]:
                 raise OSError(-errno, os.strerror(-errno))
         if kind == SOCK_DIAG_BY_FAMILY and pos + _NLMSG.size + _MSG.size <= len(data):
             fields = _MSG.unpack_from(data, pos + _NLMSG.size)
-            fam, state, sport, src, dst, inode = (
-                fields[0],
-                fields[1],
-                fields[4],
-                fields[6],
-                fields[7],
-                fields[14],
-            )
+            # The kernel filtered by state already (LISTEN for TCP, CLOSE for UDP).
+            fam, sport, src, dst, inode = (fields[0], fields[4], fields[6], fields[7], fields[14])
             v6only = None
             attr = pos + _NLMSG.size + _MSG.size
             while attr + 4 <= pos + length:
@@ -101,7 +95,6 @@ def _decode(data: bytes, protocol: int) -> Iterable[Listener]:
                     inode=inode,
                     v6only=v6only if fam == socket.AF_INET6 else None,
                 )
-            del state
         pos += (length + 3) & ~3
 
 
