@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from efa_guard.exposure import Finding, prefetch, survey, visible
 from efa_guard.exposure import table as exposure_table
 from efa_guard.iptables import Iptables, detect
 from efa_guard.render import restore_text
+from efa_guard.rundir import read_backend
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATUS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -57,7 +59,16 @@ class Report:
 
 def _open(cfg: configmod.Config) -> tuple[Iptables, tuple[str, ...]]:
     if cfg.backend == "auto":
+        # A running daemon decided at boot, maybe before kube-proxy existed: look where it
+        # enforces, and warn if detection would now choose otherwise.
+        chosen = read_backend()
         found = detect(cfg.policy)
+        if chosen is not None and chosen != found.kind:
+            warning = (
+                f"the daemon enforces on {chosen} but {found.kind} is detected now "
+                f"({found.reason}); restart efa-guard to follow it"
+            )
+            return Iptables(chosen), (*found.warnings, warning)  # type: ignore[arg-type]
         return Iptables(found.kind), found.warnings
     return Iptables(cfg.backend), ()
 
@@ -123,7 +134,7 @@ def _check_report(
         "corrected": bool(outcome and outcome.changed),
     }
     shown, survey_warning = _exposed(cfg, ipt) if exposure else ([], ())
-    warnings += survey_warning
+    warnings += survey_warning + _missing_interfaces(cfg)
     data["warnings"] = list(warnings)
     data["exposed"] = [f.as_dict() for f in shown]
     perf = f" | drift={len(insp.drifts)};;1 chains={n} exposed={len(shown)};1"
@@ -151,6 +162,19 @@ def _check_report(
         return Report(WARNING, summary + perf, details, data)
     summary = f"{len(insp.drifts)} drift(s) on {ipt.kind}: {_drift_summary(insp)}"
     return Report(CRITICAL, summary + perf, details, data)
+
+
+def _missing_interfaces(cfg: configmod.Config) -> tuple[str, ...]:
+    """Configured interfaces that match no link here: their rules match nothing."""
+    from efa_guard.sources.links import matches  # noqa: PLC0415
+
+    names = [name for _index, name in socket.if_nameindex()]
+    wanted = sorted({r.interface for c in cfg.policy.chains for r in c.rules})
+    return tuple(
+        f"interface {i} does not exist here: the rules on it match nothing"
+        for i in wanted
+        if not any(matches(n, [i]) for n in names)
+    )
 
 
 def _exposed(cfg: configmod.Config, ipt: Iptables) -> tuple[list[Finding], tuple[str, ...]]:
@@ -207,6 +231,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         code = CRITICAL if args.fix else UNKNOWN
         what = "could not correct drift" if args.fix else "cannot read iptables"
         report = Report(code, f"{what}: {e}", data={"error": str(e), **_evidence(e)})
+    except Exception as e:  # noqa: BLE001 - monitoring must get UNKNOWN, never a traceback
+        report = Report(UNKNOWN, f"internal error: {e!r}", data={"error": repr(e)})
     return report.emit(as_json=args.json)
 
 

@@ -232,6 +232,14 @@ class _Validator:
             )
         if name.startswith("KUBE-"):
             raise self.fail(f"{prefix}.name", f"{name!r}: KUBE-* chains belong to kube-proxy")
+        if name.isupper() and name.isalnum():
+            # NFLOG, TEE, TPROXY, ...: iptables-nft refuses such a chain, and on legacy
+            # `-j NAME` would mean the target, not the chain.
+            raise self.fail(
+                f"{prefix}.name",
+                f"{name!r} could be taken for an iptables target; use a name with '_' or '-' "
+                "(like EFA_INPUT)",
+            )
         table = self.string(self.required(raw, "table", prefix), f"{prefix}.table")
         if table not in HOOKS:
             raise self.fail(f"{prefix}.table", f"must be one of {', '.join(HOOKS)}, got {table!r}")

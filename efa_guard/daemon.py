@@ -17,6 +17,7 @@ from efa_guard.events import Event, Trigger
 from efa_guard.iptables import Iptables, detect
 from efa_guard.notify import Notifier
 from efa_guard.reconcile import Reconciler
+from efa_guard.rundir import clear_backend, write_backend
 
 SETTLE = 0.005  # a burst is over after this long without a new event ...
 MAX_SETTLE = 0.05  # ... or after this long in total
@@ -113,6 +114,7 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
             log.warning("backend_warning", message=w)
     else:
         ipt = Iptables(cfg.backend)
+    write_backend(ipt.kind)
     notifier = Notifier()
     reconciler = Reconciler(config=cfg, ipt=ipt, log=log, notifier=notifier)
 
@@ -139,9 +141,13 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
         interval_s=cfg.daemon.interval,
         host=socket.gethostname(),
     )
+
+    def ping() -> None:  # a long retry must not starve the watchdog
+        notifier.watchdog()
+
+    reconciler.on_retry = ping
     reconciler.startup()
     reconciler.maybe_survey(force=True)
-    notifier.ready(f"policy in place on {ipt.kind}, sha256 {reconciler.last_hash[:12]}")
     reason = _loop(reconciler, events, notifier)
     log.info(
         "stopping",
@@ -151,12 +157,19 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
     )
     notifier.stopping()
     sources.stop()
+    clear_backend()
     return 0
 
 
 def _loop(rec: Reconciler, events: queue.SimpleQueue[Event], notifier: Notifier) -> str:
     clock = time.monotonic
-    next_timer = clock() + rec.config.daemon.interval
+    # READY=1 only once the policy is known to be in place: network-pre.target waits for it.
+    if rec.ready:
+        notifier.ready(f"policy in place on {rec.ipt.kind}, sha256 {rec.last_hash[:12]}")
+    else:
+        notifier.status("cannot assert the policy yet; retrying (see the journal)")
+    announced = rec.ready
+    next_timer = clock() + (rec.config.daemon.interval if rec.ready else 1.0)
     ping = notifier.watchdog_interval
     next_ping = clock() + ping if ping else None
     while True:
@@ -182,12 +195,25 @@ def _loop(rec: Reconciler, events: queue.SimpleQueue[Event], notifier: Notifier)
         if timer:
             batch.append(Event(Trigger.TIMER, detail="periodic check", at=now))
         batch += rec.due(now)
+        _step(rec, batch, timer=timer)
+        if batch:
+            # Until the policy is first in place, retry every second.
+            next_timer = clock() + (rec.config.daemon.interval if rec.ready else 1.0)
+        if rec.ready and not announced:
+            notifier.ready(f"policy in place on {rec.ipt.kind}, sha256 {rec.last_hash[:12]}")
+            announced = True
+
+
+def _step(rec: Reconciler, batch: list[Event], *, timer: bool) -> None:
+    """One turn of the loop; no single failure may end the daemon (the timer retries)."""
+    try:
         if batch:
             rec.handle(batch)
-            next_timer = clock() + rec.config.daemon.interval
         if timer or any(e.trigger is Trigger.CONFIG_RELOAD for e in batch):
             rec.maybe_survey(force=not timer)
-        rec.release(clock())
+        rec.release(time.monotonic())
+    except Exception as e:  # noqa: BLE001 - logged; the next event or the timer tries again
+        rec.log.error("correction_failed", message=f"internal error: {e!r}", error=repr(e))
 
 
 def _settle(events: queue.SimpleQueue[Event], batch: list[Event]) -> None:

@@ -99,7 +99,8 @@ def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
     first: Inspection | None = None
     written: list[Transaction] = []
     retrying = Retrying(
-        retry=retry_if_exception_type(ConcurrentChangeError),
+        # A lost race at commit, or a foreign write between our commit and the read-back.
+        retry=retry_if_exception_type((ConcurrentChangeError, VerifyError)),
         stop=stop_after_attempt(attempts),
         wait=wait_random_exponential(multiplier=0.02, max=max_wait),
         before_sleep=before_sleep,
@@ -111,13 +112,14 @@ def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
             count += 1
             now = seen if count == 1 and seen is not None else inspect(ipt, policy)
             first = first or now
-            for txn in now.transactions():
+            txns = now.transactions()
+            for txn in txns:
                 ipt.restore(txn)
                 written.append(txn)
+            after = inspect(ipt, policy) if txns else now
+            if not after.in_sync:
+                left = "; ".join(d.describe() for d in after.drifts)
+                msg = f"iptables accepted the transaction but the policy still differs: {left}"
+                raise VerifyError(msg)
     assert first is not None  # noqa: S101 - Retrying ran at least once or raised
-    after = inspect(ipt, policy) if written else first
-    if not after.in_sync:
-        left = "; ".join(d.describe() for d in after.drifts)
-        msg = f"iptables accepted the transaction but the policy still differs: {left}"
-        raise VerifyError(msg)
     return Outcome(before=first, written=tuple(written), after=after, attempts=count)

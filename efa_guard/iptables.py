@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from efa_guard.errors import (
 from efa_guard.observe import observe
 from efa_guard.plan import Transaction
 from efa_guard.policy import Policy
+from efa_guard.rundir import safe_dir
 from efa_guard.state import ChainState
 
 Kind = Literal["nft", "legacy"]
@@ -41,7 +41,6 @@ _NO_CHAIN = (
 _NO_PRIVILEGE = ("Permission denied", "Operation not permitted")
 _FAILED_LINE = re.compile(r"line (\d+) failed")
 _RESOURCE_PROBLEM = 4  # iptables' exit code for "lock held" and similar
-READ_LOCK = str(Path(tempfile.gettempdir()) / "efa-guard-read.lock")
 
 
 def _which(name: str) -> str | None:
@@ -201,7 +200,9 @@ class Iptables:
             # consistent step, so each concurrent read locks a private file of its own (one
             # per slot: they run in parallel). Writes (restore) take the shared lock, as
             # every writer must.
-            env["XTABLES_LOCKFILE"] = f"{READ_LOCK}.{slot}"
+            private = safe_dir()
+            if private is not None:  # else the shared lock: correct, only noisier
+                env["XTABLES_LOCKFILE"] = str(private / f"read.lock.{slot}")
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

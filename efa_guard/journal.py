@@ -29,6 +29,7 @@ MESSAGE_IDS: dict[str, str] = {
     "events_lost": "e9b280f87fbb4695866a8fd93579d696",
     "source_failed": "004cc36694904d99881782b6bd71797e",
     "exposure": "acdb35cbbd374da5939a6b86e0a59381",
+    "survey_failed": "12b3cae757e84b73bc62f4ab6efca869",
     "status": "07db12eedf30494283737d9bb36db3b7",
     "backend_warning": "16285ab06ff344e88e4248f4f0be92c7",
 }

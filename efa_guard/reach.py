@@ -73,6 +73,8 @@ class Evaluator:
     tables: frozenset[str] | None = None  # tables known to exist; None: ask fetch
     _cache: dict[tuple[str, str], list[str] | None] = field(default_factory=dict)
     _caveats: list[Hit] = field(default_factory=list)
+    _maybe_accept: list[Hit] = field(default_factory=list)
+    _untracked: bool = False  # a raw-table NOTRACK matched: conntrack state is UNTRACKED
 
     def chain(self, table: str, chain: str) -> list[str] | None:
         """A chain's listing, cached."""
@@ -87,7 +89,7 @@ class Evaluator:
 
     def local(self, probe: Probe) -> Verdict:
         """A connection to a socket of this host: raw, mangle PREROUTING; mangle, filter INPUT."""
-        self._caveats = []
+        self._reset()
         path = (
             ("raw", "PREROUTING"),
             ("mangle", "PREROUTING"),
@@ -109,7 +111,7 @@ class Evaluator:
         Without `follow_dnat` it stops before the DNAT: what nothing drops there counts as
         reachable (following kube-proxy's chains costs a whole-table copy per chain on legacy).
         """
-        self._caveats = []
+        self._reset()
         pre = self._path((("raw", "PREROUTING"), ("mangle", "PREROUTING")), probe, "")
         if not pre.reachable:
             return pre
@@ -163,11 +165,17 @@ class Evaluator:
             reason += " (unless " + "; ".join(c.describe(self.family) for c in self._caveats) + ")"
         return Verdict(reachable=True, reason=reason, caveats=tuple(self._caveats))
 
+    def _reset(self) -> None:
+        self._caveats, self._maybe_accept, self._untracked = [], [], False
+
     def _dropped(self, hit: Hit | None) -> Verdict:
         reason = f"dropped by {hit.describe(self.family)}" if hit else "dropped"
+        if self._maybe_accept:
+            first = "; ".join(h.describe(self.family) for h in self._maybe_accept)
+            reason += f" (unless accepted first by {first})"
         return Verdict(reachable=False, reason=reason, by=hit, caveats=tuple(self._caveats))
 
-    def _walk(  # noqa: C901, PLR0911 - one branch per kind of target
+    def _walk(  # noqa: C901, PLR0911, PLR0912 - one branch per kind of target
         self, table: str, chain: str, probe: Probe, depth: int
     ) -> _Walk:
         listing = self.chain(table, chain)
@@ -179,13 +187,18 @@ class Evaluator:
                 continue
             position += 1
             tokens = shlex.split(line)[2:]
-            matched, target, goto, args = _match(tokens, probe, table)
+            matched, target, goto, args = _match(tokens, probe, table, untracked=self._untracked)
             if matched is False or target is None:
                 continue
             hit = Hit(table, chain, position, line)
             if matched is None:
                 if target in TERMINAL_DROP:
                     self._caveats.append(hit)
+                elif target == "ACCEPT":
+                    self._maybe_accept.append(hit)
+                continue
+            if target == "NOTRACK" or (target == "CT" and "--notrack" in args):
+                self._untracked = True  # later `--ctstate NEW` will not match
                 continue
             if target == "ACCEPT" or target in TERMINAL_DROP:
                 return _Walk(target, hit)
@@ -256,7 +269,7 @@ def _net(value: str, known: str | None = None) -> bool | None:
 
 
 def _match(  # noqa: C901, PLR0912, PLR0915 - one flat decision per iptables option reads best
-    tokens: list[str], probe: Probe, table: str
+    tokens: list[str], probe: Probe, table: str, *, untracked: bool = False
 ) -> tuple[bool | None, str | None, bool, list[str]]:
     """(matched: True/False/None=unknown, target, is goto, target args)."""
     result: bool | None = True
@@ -289,7 +302,8 @@ def _match(  # noqa: C901, PLR0912, PLR0915 - one flat decision per iptables opt
         elif tok in ("--dport", "--destination-port", "--dports", "--destination-ports", "--ports"):
             r = _ports(value, probe.port)
         elif tok in ("--ctstate", "--state"):
-            r = None if table == "raw" else "NEW" in value.split(",")
+            state = "UNTRACKED" if untracked else "NEW"
+            r = None if table == "raw" else state in value.split(",")
         elif tok == "--comment":
             r = True
         elif tok == "--dst-type":

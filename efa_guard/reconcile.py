@@ -15,7 +15,7 @@ from typing import Any
 
 from efa_guard import config as configmod
 from efa_guard.enforce import Inspection, enforce, inspect
-from efa_guard.errors import CommandError, ConfigError, EfaGuardError
+from efa_guard.errors import CommandError, ConfigError
 from efa_guard.events import Event, Trigger, culprit, families, label
 from efa_guard.iptables import Iptables
 from efa_guard.notify import Notifier
@@ -56,6 +56,8 @@ class Reconciler:
     last_hash: str = ""
     exposed: dict[str, str] | None = None  # name -> reason, of the last survey
     _surveyed: tuple[float, frozenset[object]] | None = None  # when, and the sockets then
+    ready: bool = False  # a check has succeeded: the policy is known to be in place
+    on_retry: Callable[[], None] = lambda: None  # called at each retry (watchdog ping)
 
     # -- the public step ------------------------------------------------------------------
 
@@ -69,8 +71,14 @@ class Reconciler:
             if e.trigger is Trigger.OVERFLOW:
                 self.log.warning("events_lost", message=f"{e.detail}", detail=e.detail)
             if e.trigger is Trigger.INTERFACE:
-                self.log.info(
-                    "interface_changed", message=f"interface event: {e.detail}", detail=e.detail
+                # Gone or renamed: the rules on its name match nothing until it is back.
+                gone = e.detail.endswith("deleted") or " renamed to " in e.detail
+                method = self.log.warning if gone else self.log.info
+                method(
+                    "interface_changed",
+                    message=f"interface event: {e.detail}"
+                    + ("; the rules on its name match nothing until it is back" if gone else ""),
+                    detail=e.detail,
                 )
                 if self.config.daemon.follow_up > 0:
                     self.follow_ups.append(now + self.config.daemon.follow_up)
@@ -159,13 +167,8 @@ class Reconciler:
             found = visible(
                 survey(self.ipt, self.config.interface, self.config.exposure, skip_allowed=True)
             )
-        except (OSError, EfaGuardError) as e:
-            self.log.error(
-                "correction_failed",
-                message=f"cannot survey exposure: {e}",
-                stage="exposure",
-                error=str(e),
-            )
+        except Exception as e:  # noqa: BLE001 - a survey failure must not stop the guard
+            self.log.error("survey_failed", message=f"cannot survey exposure: {e}", error=str(e))
             return
         now = {f.name: f.reason for f in found}
         if now == self.exposed or (self.exposed is None and not now):
@@ -196,24 +199,44 @@ class Reconciler:
         policy = self._scope(events)
         try:
             insp = inspect(self.ipt, policy)
-        except EfaGuardError as e:
+        except Exception as e:  # noqa: BLE001 - the daemon must outlive any one failure
+            if len(policy.families) > 1:
+                # One family's tools failing (ip6tables on a host without IPv6) must not
+                # stop the other family from being enforced.
+                for family in policy.families:
+                    self._check_policy(events, replace(policy, families=(family,)), startup)
+                return
             self._failed(events, e, stage="read")
             return
+        self._checked(events, policy, insp, startup)
+
+    def _check_policy(self, events: list[Event], policy: Policy, startup: bool) -> None:
+        try:
+            insp = inspect(self.ipt, policy)
+        except Exception as e:  # noqa: BLE001 - logged with its evidence, retried later
+            self._failed(events, e, stage=f"read {'+'.join(policy.families)}")
+            return
+        self._checked(events, policy, insp, startup)
+
+    def _checked(
+        self, events: list[Event], policy: Policy, insp: Inspection, startup: bool
+    ) -> None:
         if insp.in_sync:
+            self.ready = True
             if policy is self.config.policy:
                 self.last_hash = insp.observed_hash
             if startup:
                 self._asserted(insp, changed=False)
             self._calm()
             return
-        now = self.clock()
-        if label(events) not in (Trigger.CONFIG_RELOAD, Trigger.STARTUP):  # no fight
-            self._note_correction(now, events, insp)
         try:
             outcome = enforce(self.ipt, policy, on_retry=self._retry, seen=insp)
-        except EfaGuardError as e:
+        except Exception as e:  # noqa: BLE001 - logged with its evidence, retried later
             self._failed(events, e, stage="write")
             return
+        if label(events) not in (Trigger.CONFIG_RELOAD, Trigger.STARTUP):  # no fight
+            self._note_correction(self.clock(), events, insp)
+        self.ready = True
         self.stats.corrections += 1
         if policy is self.config.policy:
             self.last_hash = outcome.after.observed_hash
@@ -293,7 +316,7 @@ class Reconciler:
         )
         self.notifier.status(f"policy in place; last correction: {trigger}{by}, {chains}")
 
-    def _failed(self, events: list[Event], error: EfaGuardError, *, stage: str) -> None:
+    def _failed(self, events: list[Event], error: Exception, *, stage: str) -> None:
         self.stats.failures += 1
         evidence: dict[str, object] = {}
         if isinstance(error, CommandError):
@@ -353,6 +376,7 @@ class Reconciler:
             self._corrections.clear()
 
     def _retry(self, attempt: int, wait: float, exc: BaseException) -> None:
+        self.on_retry()
         self.log.warning(
             "retry_scheduled",
             message=f"iptables transaction lost a race, retry {attempt} in {wait:.3f} s: {exc}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class LinkWatcher:
         self.emit = emit
         self.tracker = LinkTracker(interfaces)
         self.ready = threading.Event()
+        self.stopped = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="link-events", daemon=True)
 
@@ -83,19 +85,33 @@ class LinkWatcher:
         # pyroute2 >= 0.9 binds its event loop to the thread that creates the socket.
         from pyroute2 import IPRoute  # noqa: PLC0415 - heavy import, daemon only
 
-        try:
-            ipr = IPRoute()
-            ipr.bind(groups=RTMGRP_LINK)
-            for link in ipr.get_links():
-                self._handle(link)
-        except BaseException as e:  # noqa: BLE001 - reported to start()
-            self.error = e
-            self.ready.set()
-            return
-        self.ready.set()
-        while True:
-            for msg in ipr.get():
-                self._handle(msg)
+        delay = 0.1
+        while not self.stopped.is_set():
+            ipr: Any = None
+            try:
+                ipr = IPRoute()
+                ipr.bind(groups=RTMGRP_LINK)
+                # After a failure this dump reports what changed while we were not looking.
+                for link in ipr.get_links():
+                    self._handle(link)
+                self.ready.set()
+                delay = 0.1
+                while not self.stopped.is_set():
+                    for msg in ipr.get():
+                        self._handle(msg)
+            except Exception as e:  # noqa: BLE001 - reported; re-subscribe with backoff
+                if not self.ready.is_set():
+                    self.error = e  # start() raises it: the daemon logs source_failed
+                    self.ready.set()
+                    return
+                why = f"link events failed ({e}); re-subscribing, full check"
+                self.emit(Event(Trigger.OVERFLOW, detail=why))
+                self.stopped.wait(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                if ipr is not None:
+                    with contextlib.suppress(Exception):
+                        ipr.close()
 
     def _handle(self, msg: Any) -> None:  # noqa: ANN401 - pyroute2's message classes are untyped
         name = msg.get_attr("IFLA_IFNAME")

@@ -195,9 +195,11 @@ class NftWatcher:
             except OSError as e:
                 if self.stopped.is_set():
                     return
-                if e.errno != errno.ENOBUFS:
-                    raise
-                self._overflow()
+                if e.errno == errno.ENOBUFS:
+                    self.overflows += 1
+                    self._reopen("netlink receive buffer overflowed; full check")
+                else:
+                    self._reopen(f"nf_tables event socket failed ({e}); re-subscribed, full check")
                 continue
             if not data:
                 if self.stopped.is_set():
@@ -206,11 +208,19 @@ class NftWatcher:
             for event in self.decoder.feed(data):
                 self.emit(event)
 
-    def _overflow(self) -> None:
-        self.overflows += 1
+    def _reopen(self, why: str) -> None:
+        """Drop the socket and the half-read transaction, subscribe again, ask for a check."""
         self.decoder.current = Transaction()
         old, self.sock = self.sock, None
         if old is not None:
             old.close()
-        self.open()
-        self.emit(Event(Trigger.OVERFLOW, detail="netlink receive buffer overflowed; full check"))
+        delay = 0.1
+        while not self.stopped.is_set():
+            try:
+                self.open()
+                break
+            except OSError as e:  # EMFILE, ENOMEM: keep trying, the timer covers meanwhile
+                why = f"{why}; re-subscribing failed ({e}), retrying"
+                self.stopped.wait(delay)
+                delay = min(delay * 2, 5.0)
+        self.emit(Event(Trigger.OVERFLOW, detail=why))

@@ -131,3 +131,12 @@ def test_check_without_exposure_ignores_visible_services(guard: Guard) -> None:
     quiet = guard.efa("check", "--no-exposure")
     assert quiet.returncode == 0, quiet.stdout
     assert "exposed=0" in quiet.stdout
+
+
+def test_check_warns_when_the_interface_is_missing(guard: Guard) -> None:
+    """With eth0 gone the rules match nothing: check says so as a WARNING."""
+    assert guard.efa("apply").returncode == 0
+    guard.box.run(["ip", "link", "set", "eth0", "name", "mgmt0"])
+    check = guard.efa("check")
+    assert check.returncode == 1, check.stdout
+    assert "interface eth0 does not exist here" in check.stdout

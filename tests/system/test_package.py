@@ -50,6 +50,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     netns = f"efa-s-{int(time.time() * 1000) % 1_000_000}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
+        # The management interface the policy names (rules on a missing one match nothing).
+        subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "dummy"], check=True)
         with container(netns, tmp_path_factory.mktemp("nspawn")) as c:
             c.boot()
             shutil.copy(package, c.root / "root" / package.name)

@@ -53,6 +53,8 @@ BAD = [
     (MINIMAL.replace('"eth0"', "7"), "interface", "expected a string, got an integer"),
     (MINIMAL.replace('"EFA_INPUT"', '"DROP"'), "chain[0].name", "invalid chain name"),
     (MINIMAL.replace('"EFA_INPUT"', '"KUBE-MINE"'), "chain[0].name", "belong to kube-proxy"),
+    (MINIMAL.replace('"EFA_INPUT"', '"NFLOG"'), "chain[0].name", "taken for an iptables target"),
+    (MINIMAL.replace('"EFA_INPUT"', '"TPROXY"'), "chain[0].name", "taken for an iptables target"),
     (MINIMAL.replace('"EFA_INPUT"', '"-j ACCEPT"'), "chain[0].name", "invalid chain name"),
     (MINIMAL.replace('"EFA_INPUT"', '"A' + "x" * 28 + '"'), "chain[0].name", "1-28 characters"),
     (MINIMAL.replace('"filter"', '"nat"'), "chain[0].table", "must be one of filter, raw"),

@@ -151,3 +151,26 @@ def test_shallow_nodeport_stops_before_the_dnat() -> None:
     v = ev.forwarded(tcp(30080), nodeport_target="KUBE-EXT-WEB", follow_dnat=False)
     assert v.reachable
     assert v.reason == "nothing drops it before kube-proxy's DNAT"
+
+
+def test_notrack_in_raw_defeats_a_ctstate_new_drop() -> None:
+    """A raw-table NOTRACK for 3306 makes the `ctstate NEW` DROP miss: reachable."""
+    RULES[("raw", "PREROUTING")].append("-A PREROUTING -i eth0 -p tcp --dport 3306 -j CT --notrack")
+    try:
+        v = evaluator().local(tcp(3306))
+        w = evaluator().local(tcp(3307))
+    finally:
+        RULES[("raw", "PREROUTING")].pop()
+    assert v.reachable
+    assert not w.reachable
+
+
+def test_an_undecidable_accept_before_the_drop_is_named() -> None:
+    """An ACCEPT on a mark we cannot know, before the drop: still dropped, but said so."""
+    RULES[("filter", "INPUT")].insert(1, "-A INPUT -m mark --mark 0x4000/0x4000 -j ACCEPT")
+    try:
+        v = evaluator().local(tcp(3306))
+    finally:
+        RULES[("filter", "INPUT")].pop(1)
+    assert not v.reachable
+    assert "unless accepted first by ipv4 filter/INPUT rule 1" in v.reason

@@ -176,3 +176,19 @@ def test_enobufs_reopens_the_socket_and_asks_for_a_full_check() -> None:
     assert [e.trigger for e in events] == [Trigger.OVERFLOW, Trigger.RULE_CHANGE]
     assert events[1].pid == 9  # the half-read transaction before the overflow was dropped
     assert watcher.overflows == 1
+
+
+def test_other_socket_errors_resubscribe_instead_of_killing_the_thread() -> None:
+    """Any socket error re-creates the subscription and asks for a full check."""
+    events: list[Event] = []
+    watcher = NftWatcher(events.append, tables=["filter"], own_pid=lambda _pid: False)
+    watcher.sock = FakeNetlink([OSError(errno.EBADF, "Bad file descriptor")], watcher)  # type: ignore[assignment]
+
+    def reopen() -> None:
+        watcher.sock = FakeNetlink([], watcher)  # type: ignore[assignment]
+
+    watcher.open = reopen  # type: ignore[method-assign]
+    watcher._run()  # noqa: SLF001 - the thread body, run inline
+    assert [e.trigger for e in events] == [Trigger.OVERFLOW]
+    assert "re-subscribed" in events[0].detail
+    assert watcher.overflows == 0
