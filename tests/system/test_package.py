@@ -51,7 +51,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
         # The management interface the policy names (rules on a missing one match nothing).
-        subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "dummy"], check=True)
+        # (a veth pair: this kernel may have no dummy driver)
+        argv = ["ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]
+        subprocess.run(argv, check=True)
         with container(netns, tmp_path_factory.mktemp("nspawn")) as c:
             c.boot()
             shutil.copy(package, c.root / "root" / package.name)
