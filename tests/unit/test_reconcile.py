@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import structlog
-from fakes import default_config, fake, in_sync, tamper
+from fakes import DEFAULT_TOML, FakeIptables, default_config, fake, in_sync, tamper
 
 from efa_guard.config import Daemon
 from efa_guard.events import Event, Trigger
@@ -37,6 +37,19 @@ def rule_change(at: float, pid: int = 4242) -> Event:
     return Event(
         Trigger.RULE_CHANGE, detail="touched EFA_INPUT", pid=pid, process="iptables-nft", at=at
     )
+
+
+def watched_config(
+    tmp_path: Path,
+) -> tuple[Path, str, FakeIptables, Clock, Reconciler]:
+    """A reconciler whose config is a real file (the shipped default) the test may edit."""
+    path = tmp_path / "c.toml"
+    text = DEFAULT_TOML.read_text()
+    path.write_text(text)
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    rec.config = default_config(path)
+    return path, text, ipt, clock, rec
 
 
 def test_in_sync_is_never_corrected() -> None:
@@ -117,12 +130,7 @@ def test_a_fight_is_contested_once_and_backs_off() -> None:
 
 def test_bad_config_is_rejected_and_the_policy_kept(tmp_path: Path) -> None:
     """A broken edit logs config_rejected naming the key; the running config stays."""
-    path = tmp_path / "c.toml"
-    text = (Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text()
-    path.write_text(text)
-    ipt, clock = in_sync(), Clock()
-    rec = reconciler(ipt, clock)
-    rec.config = default_config(path)
+    path, text, _ipt, clock, rec = watched_config(tmp_path)
     path.write_text(text.replace("ports = [111]", "ports = [70000]", 1))
     before = rec.config
     with structlog.testing.capture_logs() as logs:
@@ -153,12 +161,7 @@ def test_interface_event_schedules_a_follow_up() -> None:
 
 def test_held_events_are_handled_once(tmp_path: Path) -> None:
     """A config edit arriving during a backoff is reloaded once; its check waits for the hold."""
-    path = tmp_path / "c.toml"
-    text = (Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text()
-    path.write_text(text)
-    ipt, clock = in_sync(), Clock()
-    rec = reconciler(ipt, clock)
-    rec.config = default_config(path)
+    path, text, ipt, clock, rec = watched_config(tmp_path)
     rec.hold_until = clock.now + 1.0
     path.write_text(text.replace("ports = [111]", "ports = [111, 9999]", 1))
     with structlog.testing.capture_logs() as logs:
@@ -175,12 +178,7 @@ def test_held_events_are_handled_once(tmp_path: Path) -> None:
 
 def test_config_edits_are_not_a_fight(tmp_path: Path) -> None:
     """Many operator edits in a row are corrections, never a contested event."""
-    path = tmp_path / "c.toml"
-    text = (Path(__file__).parents[2] / "config" / "efa-guard.toml").read_text()
-    ipt, clock = in_sync(), Clock()
-    rec = reconciler(ipt, clock)
-    path.write_text(text)
-    rec.config = default_config(path)
+    path, text, _ipt, clock, rec = watched_config(tmp_path)
     with structlog.testing.capture_logs() as logs:
         for i in range(8):
             clock.now += 0.1
