@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from efa_guard import config as configmod
-from efa_guard.enforce import Inspection, Outcome, enforce, inspect
+from efa_guard.enforce import Inspection, Outcome, enforce, inspect, log_retry
 from efa_guard.errors import (
     CommandError,
     ConfigError,
@@ -23,6 +23,7 @@ from efa_guard.errors import (
 from efa_guard.exposure import Finding, prefetch, survey, visible
 from efa_guard.exposure import table as exposure_table
 from efa_guard.iptables import Iptables, detect
+from efa_guard.log import LOG_FORMATS
 from efa_guard.render import restore_text
 from efa_guard.rundir import read_backend
 
@@ -97,10 +98,7 @@ def _drift_summary(insp: Inspection) -> str:
 def _log_retry(attempt: int, wait: float, exc: BaseException) -> None:
     from efa_guard.log import get_logger  # noqa: PLC0415 - lazy import keeps `check` fast
 
-    fields: dict[str, object] = {"attempt": attempt, "wait": round(wait, 3), "error": str(exc)}
-    if isinstance(exc, CommandError):
-        fields |= {"argv": list(exc.argv), "returncode": exc.returncode}
-    get_logger().warning("retry_scheduled", **fields)
+    log_retry(get_logger(), attempt, wait, exc)
 
 
 def _check_report(
@@ -397,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--log-format",
-        choices=("auto", "journal", "json", "console"),
+        choices=LOG_FORMATS,
         default="auto",
         help="auto: journal under systemd, console on a terminal, JSON lines otherwise",
     )

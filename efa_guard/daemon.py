@@ -163,16 +163,22 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
 
 def _loop(rec: Reconciler, events: queue.SimpleQueue[Event], notifier: Notifier) -> str:
     clock = time.monotonic
-    # READY=1 only once the policy is known to be in place: network-pre.target waits for it.
-    if rec.ready:
-        notifier.ready(f"policy in place on {rec.ipt.kind}, sha256 {rec.last_hash[:12]}")
-    else:
+
+    def timer_after() -> float:
+        # Until the policy is first in place, retry every second.
+        return clock() + (rec.config.daemon.interval if rec.ready else 1.0)
+
+    if not rec.ready:
         notifier.status("cannot assert the policy yet; retrying (see the journal)")
-    announced = rec.ready
-    next_timer = clock() + (rec.config.daemon.interval if rec.ready else 1.0)
+    announced = False
+    next_timer = timer_after()
     ping = notifier.watchdog_interval
     next_ping = clock() + ping if ping else None
     while True:
+        # READY=1 only once the policy is known to be in place: network-pre.target waits for it.
+        if rec.ready and not announced:
+            notifier.ready(f"policy in place on {rec.ipt.kind}, sha256 {rec.last_hash[:12]}")
+            announced = True
         deadlines = [next_timer, rec.next_deadline(), next_ping]
         wait = max(0.0, min(d for d in deadlines if d is not None) - clock())
         batch: list[Event] = []
@@ -188,20 +194,21 @@ def _loop(rec: Reconciler, events: queue.SimpleQueue[Event], notifier: Notifier)
         stop = next((e for e in batch if e.trigger is Trigger.STOP), None)
         if stop is not None:
             return stop.detail
-        if any(e.trigger is Trigger.STATUS for e in batch):
-            rec.report()
-            batch = [e for e in batch if e.trigger is not Trigger.STATUS]
+        batch = _answer_status(rec, batch)
         timer = now >= next_timer
         if timer:
             batch.append(Event(Trigger.TIMER, detail="periodic check", at=now))
         batch += rec.due(now)
         _step(rec, batch, timer=timer)
         if batch:
-            # Until the policy is first in place, retry every second.
-            next_timer = clock() + (rec.config.daemon.interval if rec.ready else 1.0)
-        if rec.ready and not announced:
-            notifier.ready(f"policy in place on {rec.ipt.kind}, sha256 {rec.last_hash[:12]}")
-            announced = True
+            next_timer = timer_after()
+
+
+def _answer_status(rec: Reconciler, batch: list[Event]) -> list[Event]:
+    """Log the counters for a SIGUSR1; a status request is no reason to check."""
+    if any(e.trigger is Trigger.STATUS for e in batch):
+        rec.report()
+    return [e for e in batch if e.trigger is not Trigger.STATUS]
 
 
 def _step(rec: Reconciler, batch: list[Event], *, timer: bool) -> None:

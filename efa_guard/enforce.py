@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from efa_guard.errors import ConcurrentChangeError, VerifyError
+from efa_guard.errors import CommandError, ConcurrentChangeError, VerifyError
 from efa_guard.iptables import Iptables
 from efa_guard.plan import Drift, Transaction, diff, plan
 from efa_guard.policy import Policy
@@ -67,6 +68,18 @@ class Outcome:
 
 
 RetryHook = Callable[[int, float, BaseException], None]
+
+
+def log_retry(log: Any, attempt: int, wait: float, exc: BaseException) -> None:  # noqa: ANN401 - structlog's logger type varies by version
+    """The structured `retry_scheduled` event, with the failed command's evidence."""
+    fields: dict[str, object] = {"attempt": attempt, "wait": round(wait, 3), "error": str(exc)}
+    if isinstance(exc, CommandError):
+        fields |= {"argv": list(exc.argv), "returncode": exc.returncode}
+    log.warning(
+        "retry_scheduled",
+        message=f"iptables transaction lost a race, retry {attempt} in {wait:.3f} s: {exc}",
+        **fields,
+    )
 
 
 def enforce(  # noqa: PLR0913 - keyword-only tuning knobs

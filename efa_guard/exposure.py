@@ -121,16 +121,24 @@ def _present_tables(kind: str, family: str) -> frozenset[str] | None:
         return frozenset()
 
 
-def prefetch(ipt: Iptables) -> list[tuple[str, str, str]]:
+def _present(ipt: Iptables) -> dict[str, frozenset[str] | None]:
+    return {f: _present_tables(ipt.kind, f) for f in FAMILIES}
+
+
+def prefetch(
+    ipt: Iptables, present: dict[str, frozenset[str] | None] | None = None
+) -> list[tuple[str, str, str]]:
     """The chains every survey reads first: (family, table, chain).
 
     On legacy only tables the kernel already has: reading another would load it.
     """
-    out: list[tuple[str, str, str]] = []
-    for family in FAMILIES:
-        present = _present_tables(ipt.kind, family)
-        out += [(family, t, c) for t, c in _PREFETCH if present is None or t in present]
-    return out
+    tables = _present(ipt) if present is None else present
+    return [
+        (family, t, c)
+        for family, have in tables.items()
+        for t, c in _PREFETCH
+        if have is None or t in have
+    ]
 
 
 def survey(
@@ -144,8 +152,8 @@ def survey(
     looked up only for services found reachable.
     """
     socks = listeners()
-    present: dict[str, frozenset[str] | None] = {f: _present_tables(ipt.kind, f) for f in FAMILIES}
-    wanted = prefetch(ipt)
+    present = _present(ipt)
+    wanted = prefetch(ipt, present)
     listings: dict[tuple[str, str, str], str | None] = dict(
         zip(wanted, ipt.list_many(wanted), strict=True)
     )

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,39 +57,24 @@ class Detection:
 
 
 class Activity:
-    """Our own iptables processes: their PIDs, and whether one is running or just ended.
+    """The PIDs of our recent iptables processes.
 
-    The event sources use it to ignore what we wrote ourselves.
+    nf_tables events name the committing PID: the daemon ignores its own writes by it.
     """
 
-    def __init__(self, *, window: float = 0.05) -> None:
-        self.window = window
+    def __init__(self) -> None:
         self._pids: deque[int] = deque(maxlen=256)
-        self._running = 0
-        self._last_end = float("-inf")
         self._lock = threading.Lock()
 
     def started(self, pid: int) -> None:
-        """One of our commands is running with this PID."""
+        """One of our commands runs with this PID."""
         with self._lock:
             self._pids.append(pid)
-            self._running += 1
-
-    def finished(self) -> None:
-        """One of our commands ended."""
-        with self._lock:
-            self._running -= 1
-            self._last_end = time.monotonic()
 
     def is_own(self, pid: int) -> bool:
         """Whether the PID is one of our recent commands."""
         with self._lock:
             return pid in self._pids
-
-    def busy(self) -> bool:
-        """Whether one of our commands runs now or ended within the window."""
-        with self._lock:
-            return self._running > 0 or time.monotonic() - self._last_end < self.window
 
 
 @dataclass
@@ -215,10 +199,7 @@ class Iptables:
         return proc
 
     def _wait(self, proc: subprocess.Popen[str], text: str | None = None) -> tuple[str, str]:
-        try:
-            return proc.communicate(text)
-        finally:
-            self.activity.finished()
+        return proc.communicate(text)
 
     def has_kube_hint(self) -> bool:
         """Whether kube-proxy's hint chains exist in mangle.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from efa_guard import config as configmod
-from efa_guard.enforce import Inspection, enforce, inspect
+from efa_guard.enforce import Inspection, enforce, inspect, log_retry
 from efa_guard.errors import CommandError, ConfigError
 from efa_guard.events import Event, Trigger, culprit, families, label
 from efa_guard.iptables import Iptables
@@ -377,13 +377,7 @@ class Reconciler:
 
     def _retry(self, attempt: int, wait: float, exc: BaseException) -> None:
         self.on_retry()
-        self.log.warning(
-            "retry_scheduled",
-            message=f"iptables transaction lost a race, retry {attempt} in {wait:.3f} s: {exc}",
-            attempt=attempt,
-            wait=round(wait, 3),
-            error=str(exc),
-        )
+        log_retry(self.log, attempt, wait, exc)
 
     def _reload(self, events: list[Event]) -> None:
         why = ", ".join(sorted({e.detail for e in events if e.detail})) or "reload"

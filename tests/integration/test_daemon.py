@@ -197,8 +197,8 @@ TAMPERS: list[tuple[str, list[list[str]], str]] = [
 @pytest.mark.parametrize(("name", "commands", "text"), TAMPERS, ids=[t[0] for t in TAMPERS])
 def test_tamper_is_undone(daemon: Daemon, name: str, commands: list[list[str]], text: str) -> None:
     """Each tamper is corrected, journaled with its fields, and 3306 stays filtered."""
+    del name  # the case's id
     entry = tamper_and_expect(daemon, *commands, text=text)
-    assert name
     if daemon.guard.backend == "nft":
         assert entry["TRIGGER"] == "rule-change"
 
