@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from efa_guard import config as configmod
+from efa_guard.catalog import EventKind
 from efa_guard.enforce import Inspection, Outcome, enforce, inspect, log_retry
 from efa_guard.errors import (
     CommandError,
@@ -22,7 +23,7 @@ from efa_guard.errors import (
 )
 from efa_guard.exposure import Finding, prefetch, survey, visible
 from efa_guard.exposure import table as exposure_table
-from efa_guard.iptables import Iptables, detect
+from efa_guard.iptables import Iptables, choose
 from efa_guard.log import LOG_FORMATS
 from efa_guard.render import restore_text
 from efa_guard.rundir import read_backend
@@ -59,19 +60,7 @@ class Report:
 
 
 def _open(cfg: configmod.Config) -> tuple[Iptables, tuple[str, ...]]:
-    if cfg.backend == "auto":
-        # A running daemon decided at boot, maybe before kube-proxy existed: look where it
-        # enforces, and warn if detection would now choose otherwise.
-        chosen = read_backend()
-        found = detect(cfg.policy)
-        if chosen is not None and chosen != found.kind:
-            warning = (
-                f"the daemon enforces on {chosen} but {found.kind} is detected now "
-                f"({found.reason}); restart efa-guard to follow it"
-            )
-            return Iptables(chosen), (*found.warnings, warning)  # type: ignore[arg-type]
-        return Iptables(found.kind), found.warnings
-    return Iptables(cfg.backend), ()
+    return choose(cfg.backend, cfg.policy, recorded=read_backend())
 
 
 def _chains_data(insp: Inspection) -> list[dict[str, object]]:
@@ -164,7 +153,7 @@ def _check_report(
 
 def _missing_interfaces(cfg: configmod.Config) -> tuple[str, ...]:
     """Configured interfaces that match no link here: their rules match nothing."""
-    from efa_guard.sources.links import matches  # noqa: PLC0415
+    from efa_guard.policy import any_interface_matches as matches  # noqa: PLC0415
 
     names = [name for _index, name in socket.if_nameindex()]
     wanted = sorted({r.interface for c in cfg.policy.chains for r in c.rules})
@@ -319,7 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return daemon.run(cfg, logger)
     except (IptablesMissingError, PrivilegeError) as e:
-        logger.error("correction_failed", message=f"cannot start: {e}", error=str(e))
+        logger.error(EventKind.CANNOT_START, message=f"cannot start: {e}", error=str(e))
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Literal, cast
 
 from efa_guard.errors import ConfigError
-from efa_guard.exposure import Allowlist
 from efa_guard.policy import (
     FAMILIES,
     HOOKS,
     MAX_PORT,
     MIN_PORT,
     TABLES_WITH_CONNTRACK,
+    Allowlist,
     Chain,
     Family,
     Policy,

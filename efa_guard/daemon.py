@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from efa_guard import config as configmod
+from efa_guard.catalog import EventKind
 from efa_guard.events import Event, Trigger
-from efa_guard.iptables import Iptables, detect
+from efa_guard.iptables import Iptables, choose
 from efa_guard.notify import Notifier
 from efa_guard.reconcile import Reconciler
 from efa_guard.rundir import clear_backend, write_backend
@@ -107,13 +108,9 @@ def start_sources(
 def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
     """Run until SIGTERM/SIGINT; the policy stays in place on exit."""
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-    if cfg.backend == "auto":
-        found = detect(cfg.policy)
-        ipt = Iptables(found.kind)
-        for w in found.warnings:
-            log.warning("backend_warning", message=w)
-    else:
-        ipt = Iptables(cfg.backend)
+    ipt, warnings = choose(cfg.backend, cfg.policy)
+    for w in warnings:
+        log.warning(EventKind.BACKEND_WARNING, message=w)
     write_backend(ipt.kind)
     notifier = Notifier()
     reconciler = Reconciler(config=cfg, ipt=ipt, log=log, notifier=notifier)
@@ -220,7 +217,7 @@ def _step(rec: Reconciler, batch: list[Event], *, timer: bool) -> None:
             rec.maybe_survey(force=not timer)
         rec.release(time.monotonic())
     except Exception as e:  # noqa: BLE001 - logged; the next event or the timer tries again
-        rec.log.error("correction_failed", message=f"internal error: {e!r}", error=repr(e))
+        rec.log.error(EventKind.INTERNAL_ERROR, message=f"internal error: {e!r}", error=repr(e))
 
 
 def _settle(events: queue.SimpleQueue[Event], batch: list[Event]) -> None:

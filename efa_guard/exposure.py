@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from efa_guard.iptables import Iptables
-from efa_guard.policy import FAMILIES, PortRange
+from efa_guard.policy import FAMILIES, Allowlist
 from efa_guard.reach import Evaluator, Probe, Verdict
 from efa_guard.sockets import Listener, listeners, owners
 
@@ -22,18 +22,6 @@ _LEGACY_TABLES = {
 # Read together, concurrently, before evaluating (raw PREROUTING and filter INPUT are
 # usually in the one-shot memo already); other chains are read only when a walk needs them.
 _PREFETCH = (("raw", "PREROUTING"), ("filter", "INPUT"), ("nat", "KUBE-NODEPORTS"))
-
-
-@dataclass(frozen=True)
-class Allowlist:
-    """Ports that may be visible on the management interface."""
-
-    tcp: tuple[PortRange, ...] = ()
-    udp: tuple[PortRange, ...] = ()
-
-    def allows(self, protocol: str, port: int) -> bool:
-        """Whether the port is on the list."""
-        return any(port in r for r in (self.tcp if protocol == "tcp" else self.udp))
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from efa_guard.catalog import MESSAGE_IDS
 from efa_guard.errors import EfaGuardError
-from efa_guard.journal import IDENTIFIER, MESSAGE_IDS
+from efa_guard.journal import IDENTIFIER
 
 EVENTS = ("drift_corrected", "contested", "correction_failed")
 

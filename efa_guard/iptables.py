@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from efa_guard.errors import (
     CommandError,
@@ -75,6 +75,28 @@ class Activity:
         """Whether the PID is one of our recent commands."""
         with self._lock:
             return pid in self._pids
+
+
+class Runner(Protocol):
+    """What the reconcile step needs of an iptables runner; the real one and test fakes."""
+
+    @property
+    def kind(self) -> Kind:
+        """The backend it runs."""
+        ...
+
+    @property
+    def activity(self) -> Activity:
+        """The PIDs of its recent commands."""
+        ...
+
+    def read(self, policy: Policy) -> tuple[ChainState, ...]:
+        """The observed state of every owned chain, in policy order."""
+        ...
+
+    def restore(self, txn: Transaction) -> None:
+        """Apply one transaction atomically, or raise with the evidence."""
+        ...
 
 
 @dataclass
@@ -294,3 +316,27 @@ def _owned_in(kind: Kind, policy: Policy, legacy_loaded: frozenset[str]) -> list
         for c, listing in zip(chains, listings, strict=True)
         if listing is not None
     ]
+
+
+def choose(
+    backend: Literal["auto", "nft", "legacy"],
+    policy: Policy,
+    *,
+    recorded: str | None = None,
+) -> tuple[Iptables, tuple[str, ...]]:
+    """The runner for a configured backend, and warnings about the choice.
+
+    `auto` detects kube-proxy's backend. `recorded` is the backend a running daemon enforces
+    on (one-shot commands look where it looks, and warn when detection now differs).
+    """
+    if backend != "auto":
+        return Iptables(backend), ()
+    found = detect(policy)
+    if recorded in KINDS and recorded != found.kind:
+        warning = (
+            f"the daemon enforces on {recorded} but {found.kind} is detected now "
+            f"({found.reason}); restart efa-guard to follow it"
+        )
+        chosen: Kind = "legacy" if recorded == "legacy" else "nft"
+        return Iptables(chosen), (*found.warnings, warning)
+    return Iptables(found.kind), found.warnings

@@ -1,4 +1,4 @@
-"""journald's native protocol, the MESSAGE_IDs of our events, and their structured fields."""
+"""journald's native protocol and the structured fields of our events."""
 
 from __future__ import annotations
 
@@ -11,28 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from efa_guard.catalog import MESSAGE_IDS
+
 SOCKET_PATH = "/run/systemd/journal/socket"
 IDENTIFIER = "efa-guard"
-
-# One fixed MESSAGE_ID per event type; the catalog (config/efa-guard.catalog) explains each.
-MESSAGE_IDS: dict[str, str] = {
-    "started": "84aeb418d0284f0fb2fba35e6c7ef02c",
-    "policy_asserted": "3fc4d5c3f7ab49eaa8f7a481cf3c3914",
-    "drift_corrected": "90ce71a381474c89b36fb4b3755e87cd",
-    "correction_failed": "030360c6babc4512a5c8ae4f408b7f46",
-    "contested": "4b5047015cd247e399792ae9977baf9c",
-    "config_reloaded": "72ba558e87d64ae39f65bb96fc1f5a5a",
-    "config_rejected": "52ccf3a754e64218bff4e4ef6ee1e79e",
-    "stopping": "82990a93f4d44761b4dc40f249570124",
-    "interface_changed": "c408c57e3e454b0d9b3dc46d69da2e75",
-    "retry_scheduled": "00ce042eae054ce2a38d1ae38ca35c35",
-    "events_lost": "e9b280f87fbb4695866a8fd93579d696",
-    "source_failed": "004cc36694904d99881782b6bd71797e",
-    "exposure": "acdb35cbbd374da5939a6b86e0a59381",
-    "survey_failed": "12b3cae757e84b73bc62f4ab6efca869",
-    "status": "07db12eedf30494283737d9bb36db3b7",
-    "backend_warning": "16285ab06ff344e88e4248f4f0be92c7",
-}
 
 # structlog method name -> syslog priority.
 PRIORITIES = {

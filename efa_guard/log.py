@@ -8,12 +8,31 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 LogFormat = Literal["auto", "journal", "json", "console"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "journal", "json", "console")
 
 _configured = False
+
+
+class Logger(Protocol):
+    """A structured logger: an event name and fields (structlog's bound loggers are one)."""
+
+    def debug(self, event: str, /, **kw: Any) -> Any:  # noqa: ANN401 - structlog returns Any
+        """Log at debug level."""
+
+    def info(self, event: str, /, **kw: Any) -> Any:  # noqa: ANN401
+        """Log at info level."""
+
+    def warning(self, event: str, /, **kw: Any) -> Any:  # noqa: ANN401
+        """Log at warning level."""
+
+    def error(self, event: str, /, **kw: Any) -> Any:  # noqa: ANN401
+        """Log at error level."""
+
+    def critical(self, event: str, /, **kw: Any) -> Any:  # noqa: ANN401
+        """Log at critical level."""
 
 
 def resolve(fmt: LogFormat) -> LogFormat:
@@ -29,7 +48,7 @@ def resolve(fmt: LogFormat) -> LogFormat:
 
 
 def _add_message_id(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> Any:  # noqa: ANN401
-    from efa_guard.journal import MESSAGE_IDS  # noqa: PLC0415
+    from efa_guard.catalog import MESSAGE_IDS  # noqa: PLC0415
 
     mid = MESSAGE_IDS.get(str(event_dict.get("event", "")))
     if mid:
@@ -73,10 +92,11 @@ def configure(fmt: LogFormat = "auto") -> LogFormat:
     return fmt
 
 
-def get_logger(**initial: object) -> Any:  # noqa: ANN401 - structlog's bound logger type varies by version
+def get_logger(**initial: object) -> Logger:
     """A structlog logger; configures the default sink on first use."""
     import structlog  # noqa: PLC0415
 
     if not _configured:
         configure()
-    return structlog.get_logger("efa-guard", **initial)
+    logger: Logger = structlog.get_logger("efa-guard", **initial)
+    return logger

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,3 +134,25 @@ class Policy:
     def chains_in(self, table: str) -> tuple[Chain, ...]:
         """The owned chains of one table."""
         return tuple(c for c in self.chains if c.table == table)
+
+
+def interface_matches(name: str, pattern: str) -> bool:
+    """Match an interface name like iptables does: exact, or prefix for a trailing '+'."""
+    return name.startswith(pattern[:-1]) if pattern.endswith("+") else name == pattern
+
+
+def any_interface_matches(name: str, patterns: Collection[str]) -> bool:
+    """Whether `name` matches any of the iptables interface patterns."""
+    return any(interface_matches(name, p) for p in patterns)
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Ports that may be visible on the management interface."""
+
+    tcp: tuple[PortRange, ...] = ()
+    udp: tuple[PortRange, ...] = ()
+
+    def allows(self, protocol: str, port: int) -> bool:
+        """Whether the port is on the list."""
+        return any(port in r for r in (self.tcp if protocol == "tcp" else self.udp))

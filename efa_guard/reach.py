@@ -13,6 +13,8 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from efa_guard.policy import interface_matches
+
 # (table, chain) -> the chain's `-S` listing lines, or None when it does not exist.
 Fetch = Callable[[str, str], list[str] | None]
 
@@ -234,10 +236,6 @@ def _arg(args: list[str], name: str) -> str | None:
     return None
 
 
-def _iface(name: str, pattern: str) -> bool:
-    return name.startswith(pattern[:-1]) if pattern.endswith("+") else name == pattern
-
-
 def _ports(spec: str, port: int) -> bool:
     for part in spec.split(","):
         first, _, last = part.partition(":")
@@ -290,7 +288,7 @@ def _match(  # noqa: C901, PLR0912, PLR0915 - one flat decision per iptables opt
             target, goto = value, tok in ("-g", "--goto")
             return result, target, goto, tokens[i + 2 :]
         if tok in ("-i", "--in-interface"):
-            r = _iface(probe.interface, value)
+            r = interface_matches(probe.interface, value)
         elif tok in ("-p", "--protocol"):
             r = _proto(value, probe.protocol)
         elif tok in ("-s", "--source"):

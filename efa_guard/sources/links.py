@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from efa_guard.events import Event, Trigger
+from efa_guard.policy import any_interface_matches as matches
 from efa_guard.sources import Emit
 
 RTMGRP_LINK = 1
@@ -23,11 +24,6 @@ class LinkState:
     name: str
     up: bool
     carrier: bool
-
-
-def matches(name: str, patterns: Collection[str]) -> bool:
-    """Match like iptables does: exact, or prefix for a trailing '+'."""
-    return any(name.startswith(p[:-1]) if p.endswith("+") else name == p for p in patterns)
 
 
 class LinkTracker:

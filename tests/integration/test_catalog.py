@@ -8,7 +8,7 @@ from pathlib import Path
 
 from support import REPO, need
 
-from efa_guard.journal import MESSAGE_IDS
+from efa_guard.catalog import MESSAGE_IDS
 
 
 def test_catalog_compiles_and_lists_every_message_id(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import Guard
 
-from efa_guard.journal import MESSAGE_IDS
+from efa_guard.catalog import MESSAGE_IDS
 
 CORRECTED = MESSAGE_IDS["drift_corrected"]
 

@@ -7,7 +7,8 @@ import socket
 import struct
 
 from efa_guard.events import Event, Trigger
-from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker, matches
+from efa_guard.policy import any_interface_matches as matches
+from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker
 from efa_guard.sources.nft import (
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_DELCHAIN,
