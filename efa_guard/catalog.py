@@ -30,6 +30,8 @@ class EventKind(enum.StrEnum):
     BACKEND_WARNING = "backend_warning"
     CANNOT_START = "cannot_start"
     INTERNAL_ERROR = "internal_error"
+    CONTEST_ENDED = "contest_ended"
+    CONFIG_FALLBACK = "config_fallback"
 
     @property
     def message_id(self) -> str:
@@ -57,4 +59,6 @@ MESSAGE_IDS: dict[str, str] = {
     EventKind.BACKEND_WARNING: "16285ab06ff344e88e4248f4f0be92c7",
     EventKind.CANNOT_START: "4f6474d288a440139d88bc1ac9e3bb40",
     EventKind.INTERNAL_ERROR: "913b28d935434b06be7cd2aa5097d638",
+    EventKind.CONTEST_ENDED: "17abfd60c3c14fd59863bdc27628560e",
+    EventKind.CONFIG_FALLBACK: "f8853e88d5974128971a2808eaa1bd60",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
 
@@ -60,7 +60,8 @@ class Daemon:
     follow_up: float = 2.0  # re-check this long after an interface event (ifup hooks run late)
     contest_threshold: int = 5  # this many corrections ...
     contest_window: float = 10.0  # ... within this many seconds is a fight
-    backoff_max: float = 5.0  # cap of the delay between corrections during a fight
+    backoff_max: float = 5.0  # cap of the delay between corrections once the budget is spent
+    cpu_budget: float = 0.10  # share of one core corrections may use over contest_window
 
 
 # key -> (type, minimum, maximum)
@@ -70,6 +71,7 @@ _DAEMON_KEYS: dict[str, tuple[type, float, float]] = {
     "contest_threshold": (int, 2, 1000),
     "contest_window": (float, 0.1, 3600.0),
     "backoff_max": (float, 0.01, 3600.0),
+    "cpu_budget": (float, 0.001, 1.0),
 }
 
 
@@ -83,6 +85,7 @@ class Config:
     policy: Policy
     daemon: Daemon = Daemon()
     exposure: Allowlist = DEFAULT_ALLOWLIST
+    text: str = field(default="", compare=False, repr=False)  # the source, for last-known-good
 
 
 def load(path: Path) -> Config:
@@ -106,7 +109,7 @@ def parse(text: str, *, path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(where, "(syntax)", f"invalid TOML: {e}") from e
-    return _Validator(where).config(data, path)
+    return replace(_Validator(where).config(data, path), text=text)
 
 
 class _Validator:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from efa_guard.errors import CommandError, ConcurrentChangeError, VerifyError
-from efa_guard.iptables import Iptables
+from efa_guard.iptables import Runner
 from efa_guard.plan import Drift, Transaction, diff, plan
 from efa_guard.policy import Policy
 from efa_guard.render import desired_states
@@ -43,7 +43,7 @@ class Inspection:
         return plan(zip(self.desired, self.observed, strict=True))
 
 
-def inspect(ipt: Iptables, policy: Policy) -> Inspection:
+def inspect(ipt: Runner, policy: Policy) -> Inspection:
     """Read the owned chains and compare them with the policy."""
     desired = desired_states(policy)
     observed = ipt.read(policy)
@@ -83,7 +83,7 @@ def log_retry(log: Any, attempt: int, wait: float, exc: BaseException) -> None: 
 
 
 def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
-    ipt: Iptables,
+    ipt: Runner,
     policy: Policy,
     *,
     attempts: int = 5,

@@ -12,10 +12,11 @@ class EfaGuardError(Exception):
 class ConfigError(EfaGuardError):
     """The configuration cannot be used; names the file, the key and the reason."""
 
-    def __init__(self, path: str, key: str, reason: str) -> None:
+    def __init__(self, path: str, key: str, reason: str, *, sha256: str = "") -> None:
         self.path = path
         self.key = key
         self.reason = reason
+        self.sha256 = sha256  # of the rejected file, when known
         super().__init__(f"{path}: {key}: {reason}")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from efa_guard.config import Config, parse
 from efa_guard.errors import CommandError, ConcurrentChangeError
-from efa_guard.iptables import Activity
+from efa_guard.iptables import Activity, Kind
 from efa_guard.plan import Transaction
 from efa_guard.policy import Policy
 from efa_guard.render import desired_states
@@ -34,7 +34,7 @@ class FakeIptables:
     broken: bool = False  # accepts writes but changes nothing
     restores: list[str] = field(default_factory=list)
     policy: Policy = CFG.policy
-    kind: str = "nft"
+    kind: Kind = "nft"
     activity: Activity = field(default_factory=Activity)
 
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
@@ -58,12 +58,12 @@ class FakeIptables:
                 self.states[want.key] = want
 
 
-def fake(**kwargs: object) -> FakeIptables:
+def fake(*, races: int = 0, fail: CommandError | None = None, broken: bool = False) -> FakeIptables:
     """A fake where every owned chain is missing."""
     missing = {
         s.key: replace(s, exists=False, rules=(), jumps=()) for s in desired_states(CFG.policy)
     }
-    return FakeIptables(states=missing, **kwargs)  # type: ignore[arg-type]
+    return FakeIptables(states=missing, races=races, fail=fail, broken=broken)
 
 
 def in_sync() -> FakeIptables:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from sandbox import Sandbox, missing_tools, sandbox
-from support import BACKENDS, REPO, Guard, need, write_config
+from support import BACKENDS, DEFAULT_CONFIG, REPO, Guard, need, write_config
 
 
 @pytest.fixture
@@ -27,9 +27,13 @@ def guard(request: pytest.FixtureRequest, box: Sandbox, tmp_path: Path) -> Guard
 
 
 @pytest.fixture(autouse=True)
-def _run_from_repo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Subprocesses import efa_guard from this checkout."""
+def _run_from_repo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Subprocesses import efa_guard from this checkout and keep their state in tmp_path."""
     monkeypatch.chdir(REPO)
+    for name, sub in (("RUN", "run"), ("STATE", "state"), ("SYSTEMD", "systemd")):
+        (tmp_path / sub).mkdir(mode=0o700)
+        monkeypatch.setenv(f"EFA_GUARD_{name}_DIR", str(tmp_path / sub))
+    monkeypatch.setenv("EFA_GUARD_DEFAULT", str(DEFAULT_CONFIG))
 
 
 @pytest.fixture(scope="session")

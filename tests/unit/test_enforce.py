@@ -13,7 +13,7 @@ from efa_guard.iptables import _is_race
 def test_in_sync_writes_nothing() -> None:
     """A compliant system is never 'corrected'."""
     ipt = in_sync()
-    out = enforce(ipt, CFG.policy)  # type: ignore[arg-type]
+    out = enforce(ipt, CFG.policy)
     assert not out.changed
     assert ipt.restores == []
 
@@ -21,7 +21,7 @@ def test_in_sync_writes_nothing() -> None:
 def test_one_transaction_per_drifted_table() -> None:
     """Both tables drifted in both families: four restores, then in sync."""
     ipt = fake()
-    out = enforce(ipt, CFG.policy)  # type: ignore[arg-type]
+    out = enforce(ipt, CFG.policy)
     assert ipt.restores == ["filter", "raw", "filter", "raw"]
     assert out.after.in_sync
     assert len(out.before.drifts) == 8
@@ -31,7 +31,7 @@ def test_lost_races_are_retried_and_logged() -> None:
     """Two lost races, then success; each retry reported with attempt and wait."""
     ipt = fake(races=2)
     seen: list[tuple[int, float]] = []
-    out = enforce(ipt, CFG.policy, max_wait=0.01, on_retry=lambda n, w, _e: seen.append((n, w)))  # type: ignore[arg-type]
+    out = enforce(ipt, CFG.policy, max_wait=0.01, on_retry=lambda n, w, _e: seen.append((n, w)))
     assert out.after.in_sync
     assert out.attempts == 3
     assert [n for n, _ in seen] == [1, 2]
@@ -42,7 +42,7 @@ def test_retries_are_capped() -> None:
     """A race that never ends surfaces after the attempt cap."""
     ipt = fake(races=100)
     with pytest.raises(ConcurrentChangeError):
-        enforce(ipt, CFG.policy, attempts=3, max_wait=0.001)  # type: ignore[arg-type]
+        enforce(ipt, CFG.policy, attempts=3, max_wait=0.001)
     assert len(ipt.restores) == 3
 
 
@@ -51,7 +51,7 @@ def test_other_failures_are_not_retried() -> None:
     err = CommandError(["iptables-restore"], 2, "", "line 3 failed", "*filter\n")
     ipt = fake(fail=err)
     with pytest.raises(CommandError) as info:
-        enforce(ipt, CFG.policy)  # type: ignore[arg-type]
+        enforce(ipt, CFG.policy)
     assert info.value is err
     assert ipt.restores == ["filter"]
 
@@ -59,7 +59,7 @@ def test_other_failures_are_not_retried() -> None:
 def test_accepted_but_ineffective_write_is_a_verify_error() -> None:
     """If reading back still shows drift, enforce says so instead of claiming success."""
     with pytest.raises(VerifyError, match="still differs"):
-        enforce(fake(broken=True), CFG.policy)  # type: ignore[arg-type]
+        enforce(fake(broken=True), CFG.policy)
 
 
 @pytest.mark.parametrize(

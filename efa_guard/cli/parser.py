@@ -1,0 +1,175 @@
+"""The argument parser: every command, option and help text (man pages and completion follow it).
+
+Commands are named by "module:function" and imported only when run: `check` never pays for
+the daemon's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from efa_guard.config import DEFAULT_PATH
+from efa_guard.log import LOG_FORMATS
+
+DEFAULT_CONFIG = DEFAULT_PATH
+UNKNOWN = 3
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 3 (UNKNOWN) with a monitoring-plugin status line, not 2 (CRITICAL)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Report a usage error the way monitoring systems read it."""
+        print(f"EFA-GUARD UNKNOWN - usage error: {message}")
+        self.print_usage(sys.stderr)
+        self.exit(UNKNOWN)
+
+
+class _VersionAction(argparse.Action):
+    """--version, resolved only when asked (importlib.metadata is slow to import)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,  # noqa: ARG002 - argparse's signature
+        values: object,  # noqa: ARG002
+        option_string: str | None = None,  # noqa: ARG002
+    ) -> None:
+        from efa_guard import __version__  # noqa: PLC0415
+
+        print(f"efa-guard {__version__}")
+        parser.exit()
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        msg = f"{text!r} is not a number of seconds between 0 and 3600"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one subparser per command."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"policy file (default {DEFAULT_CONFIG})",
+    )
+    parser = Parser(
+        prog="efa-guard",
+        description="Keep EFA's management-interface iptables policy in place.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: str, summary: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=summary, description=description)
+        p.set_defaults(func=func)
+        return p
+
+    check = command(
+        "check",
+        "efa_guard.cli.check:cmd_check",
+        "one-shot compliance check (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
+        "Compare the kernel with the policy, and report on the daemon that should keep it "
+        "there. Exit 0 OK, 1 WARNING (in place, with a warning: daemon not running or stale, "
+        "a fallback policy, contested, something exposed; or drift corrected by --fix), "
+        "2 CRITICAL (drift), 3 UNKNOWN (cannot tell).",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable report")
+    check.add_argument("--fix", action="store_true", help="re-assert the policy if it drifted")
+    check.add_argument(
+        "--no-exposure",
+        action="store_true",
+        help="skip the survey of reachable services (on legacy it reads kube-proxy's whole "
+        "nat table)",
+    )
+    check.add_argument(
+        "-t",
+        "--timeout",
+        type=_positive,
+        default=30.0,
+        help="give up with UNKNOWN after this many seconds (default 30)",
+    )
+    check.add_argument("-V", "--version", action=_VersionAction, nargs=0, help="print the version")
+
+    apply = command(
+        "apply",
+        "efa_guard.cli.commands:cmd_apply",
+        "assert the policy (idempotent)",
+        "Put the policy in place now, one atomic iptables-restore transaction per table, and "
+        "verify it. Exit 0 done (or already in place), 2 could not, 3 cannot read or no config.",
+    )
+    apply.add_argument(
+        "--dry-run", action="store_true", help="print the transaction instead of running it"
+    )
+    command(
+        "render",
+        "efa_guard.cli.commands:cmd_render",
+        "print the policy as iptables-restore input",
+        "Print the policy as iptables-restore --noflush input; touches nothing.",
+    )
+    validate = command(
+        "validate",
+        "efa_guard.cli.control:cmd_validate",
+        "check a config file without applying it (like nginx -t)",
+        "Validate a config file: exit 0 valid, 1 invalid (the file, key and reason on stderr).",
+    )
+    validate.add_argument("path", nargs="?", type=Path, help="the file (default: --config)")
+    reload = command(
+        "reload",
+        "efa_guard.cli.control:cmd_reload",
+        "validate the file, make the daemon load it, wait until it is enforced",
+        "Validate the config file (exit 1 with the reason when it is broken), signal the "
+        "running daemon, and wait until it reports the new file's policy verified in the "
+        "kernel (exit 0) or rejected (exit 1). Exit 3 when no daemon runs or it does not "
+        "answer in time. systemctl reload efa-guard runs this.",
+    )
+    reload.add_argument(
+        "--timeout", type=_positive, default=30.0, help="seconds to wait (default 30)"
+    )
+    run = command(
+        "run",
+        "efa_guard.cli.commands:cmd_run",
+        "the daemon: assert the policy and keep it in place",
+        "Assert the policy, then re-assert it whenever nf_tables events, link events, a config "
+        "edit, SIGHUP or the timer show drift. SIGTERM stops it; the policy stays in place. "
+        "A broken config at start enforces the last-known-good policy (else the shipped "
+        "default). Exit 6 when no policy can be enforced at all.",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="auto: journal under systemd, console on a terminal, JSON lines otherwise",
+    )
+    expo = command(
+        "exposure",
+        "efa_guard.cli.check:cmd_exposure",
+        "listening sockets and NodePorts, and whether they are reachable from outside",
+        "Lists every listening TCP/UDP socket (netlink sock_diag) and kube-proxy NodePort, "
+        "with whether a new connection on the management interface gets through the rules in "
+        "the kernel now, and which rule decides. Exit 1 when something outside the [exposure] "
+        "allowlist is reachable, 3 when the rules cannot be read.",
+    )
+    expo.add_argument("--json", action="store_true", help="machine-readable")
+    hist = command(
+        "history",
+        "efa_guard.cli.commands:cmd_history",
+        "past corrections, fights and failures, read from the journal",
+        "Read efa-guard's events back from the journal: corrections, fights, failures, "
+        "rejected configs, starts and stops.",
+    )
+    hist.add_argument("--since", help="as journalctl --since: '1 hour ago', 'today', a date")
+    hist.add_argument("--json", action="store_true", help="machine-readable")
+    return parser

@@ -1,0 +1,122 @@
+"""`efa-guard run`: wires the backend, the sources, the reconcile step and the loop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from efa_guard import config as configmod
+from efa_guard import lastgood
+from efa_guard.catalog import EventKind
+from efa_guard.daemon.loop import Loop
+from efa_guard.daemon.publish import Publisher
+from efa_guard.daemon.report import Reporter
+from efa_guard.daemon.step import Hooks, Reconciler, Status
+from efa_guard.daemon.survey import ExposureWatch
+from efa_guard.errors import ConfigError
+from efa_guard.iptables import choose
+from efa_guard.log import Logger
+from efa_guard.notify import Notifier
+from efa_guard.rundir import clear_backend, write_backend
+from efa_guard.sources import Source, start_sources
+
+EXIT_NOT_CONFIGURED = 6  # LSB: no usable config at all; a restart cannot help
+
+
+def load_or_fallback(path: Path) -> tuple[configmod.Config, Status, ConfigError | None]:
+    """The config to enforce: the file, else last-known-good, else the shipped default.
+
+    Raises the file's ConfigError when there is no fallback either.
+    """
+    try:
+        return configmod.load(path), Status(), None
+    except ConfigError as e:
+        found = lastgood.fallback(path)
+        if found is None:
+            raise
+        rejected = {"path": e.path, "key": e.key, "reason": e.reason, "sha256": _sha(path)}
+        return found.config, Status(source=found.source, rejected=rejected), e
+
+
+def _sha(path: Path) -> str:
+    try:
+        return lastgood.sha256(path.read_bytes().decode("utf-8", "replace"))
+    except OSError:
+        return ""
+
+
+def run(path: Path, log: Logger) -> int:
+    """Run until SIGTERM/SIGINT; the policy stays in place on exit."""
+    try:
+        cfg, status, broken = load_or_fallback(path)
+    except ConfigError as e:
+        log.critical(
+            EventKind.CANNOT_START,
+            message=f"cannot start: no usable config and no fallback policy: {e}",
+            path=e.path,
+            key=e.key,
+            reason=e.reason,
+        )
+        return EXIT_NOT_CONFIGURED
+    ipt, warnings = choose(cfg.backend, cfg.policy)
+    for w in warnings:
+        log.warning(EventKind.BACKEND_WARNING, message=w)
+    write_backend(ipt.kind)
+    notifier = Notifier()
+    exposure = ExposureWatch(ipt=ipt, log=log, clock=time.monotonic)
+    sources: list[Source] = []
+
+    def config_changed(new: configmod.Config) -> None:
+        for s in sources:
+            s.reconfigure(new)
+
+    report = Reporter(log=log, notifier=notifier, backend=ipt.kind)
+    rec = Reconciler(
+        config=cfg,
+        ipt=ipt,
+        report=report,
+        status=status,
+        hooks=Hooks(
+            config_changed=config_changed,
+            retrying=notifier.watchdog,
+            rules_changed=exposure.rules_changed,
+            verified=lambda c: lastgood.save(c.text, c.path),
+        ),
+    )
+    publisher = Publisher(rec)
+    loop = Loop(rec=rec, notifier=notifier, exposure=exposure, publisher=publisher)
+    loop.install_signals()
+    sources += start_sources(
+        cfg, backend=ipt.kind, own_pid=ipt.activity.is_own, emit=loop.events.put, log=log
+    )
+    names = [s.name for s in sources]
+    log.info(
+        EventKind.STARTED,
+        message=f"efa-guard started on {ipt.kind} (pid {os.getpid()}), watching "
+        f"{', '.join(names) or 'nothing'}, timer every {cfg.daemon.interval:g} s",
+        backend=ipt.kind,
+        config=str(cfg.path),
+        sources=names,
+        interval_s=cfg.daemon.interval,
+        host=socket.gethostname(),
+    )
+    if broken is not None:
+        report.fallback(broken, status.source)
+    rec.startup()
+    exposure.maybe_survey(rec.config, force=True)
+    publisher.publish()
+    reason = loop.run()
+    log.info(
+        EventKind.STOPPING,
+        message=f"efa-guard stopping ({reason}); the policy stays in place",
+        reason=reason,
+        **rec.counters(),
+    )
+    notifier.stopping()
+    publisher.publish(running=False)
+    for s in reversed(sources):
+        s.stop()
+    clear_backend()
+    return 0

@@ -1,0 +1,61 @@
+"""The daemon's state, published atomically in the run directory for `check` and `reload`."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from efa_guard.daemon.step import Reconciler
+from efa_guard.lastgood import sha256
+from efa_guard.render import desired_states
+from efa_guard.rundir import write_json
+from efa_guard.state import digest
+
+STATE_FILE = "state.json"
+SCHEMA = 1
+
+
+def _wall(mono: float | None) -> float | None:
+    """A time.monotonic() reading as unix time."""
+    return None if mono is None else time.time() - (time.monotonic() - mono)
+
+
+@dataclass
+class Publisher:
+    """Writes state.json: what runs, what was verified, the fight, the heartbeat."""
+
+    rec: Reconciler
+    started: float = field(default_factory=time.time)
+
+    def publish(self, *, running: bool = True) -> None:
+        """Write the state after each turn of the loop (a small file on tmpfs: ~0.1 ms)."""
+        write_json(STATE_FILE, self.snapshot(running=running))
+
+    def snapshot(self, *, running: bool = True) -> dict[str, object]:
+        """The state as a JSON-ready dict (schema 1, documented in efa-guard(8))."""
+        rec, st, fights = self.rec, self.rec.status, self.rec.fights
+        cfg = rec.config
+        return {
+            "schema": SCHEMA,
+            "pid": os.getpid(),
+            "running": running,
+            "started": self.started,
+            "heartbeat": time.time(),
+            "backend": rec.ipt.kind,
+            "config_path": str(cfg.path),
+            "config_sha256": sha256(cfg.text) if cfg.text else "",
+            "config_source": st.source,
+            "verified_sha256": st.verified_sha256,
+            "policy_sha256": digest(desired_states(cfg.policy)),
+            "policy_in_place": st.ready,
+            "last_check": st.last_check,
+            "last_correction": st.last_correction,
+            "interval_s": cfg.daemon.interval,
+            "counters": rec.counters(),
+            "contested_since": _wall(fights.since),
+            "contest_total": fights.total,
+            "contest_window_s": cfg.daemon.contest_window,
+            "last_contest": _wall(fights.recent[-1][0]) if fights.since and fights.recent else None,
+            "rejected": st.rejected,
+        }

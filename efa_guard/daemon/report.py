@@ -1,0 +1,210 @@
+"""The daemon's journal events: every decision of the reconcile step, worded for an operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from efa_guard.catalog import EventKind
+from efa_guard.daemon.fights import Contest, ContestEnded
+from efa_guard.daemon.reload import Reloaded
+from efa_guard.enforce import Inspection
+from efa_guard.errors import CommandError, ConfigError
+from efa_guard.events import Event, Trigger, culprit, label
+from efa_guard.log import Logger
+from efa_guard.notify import Notifier
+
+_SHOWN = 4
+
+
+def _by(events: list[Event]) -> tuple[str, dict[str, object]]:
+    """` by iptables-nft[4242]` and the culprit fields, when a process is known."""
+    who = culprit(events)
+    if who is None:
+        return "", {}
+    by = f" by {who.process or '?'}[{who.pid}]" if who.pid else f" by {who.process}"
+    return by, {"culprit_pid": who.pid, "culprit_name": who.process}
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Composes and logs the events; knows nothing of when or why they happen."""
+
+    log: Logger
+    notifier: Notifier
+    backend: str
+
+    def asserted(self, insp: Inspection, *, hash_after: str) -> None:
+        """The startup assert: what was found, and whether anything was written."""
+        drift = [d.describe() for d in insp.drifts]
+        changed = bool(drift)
+        installed = changed and all(not s.exists for s in insp.observed)
+        if installed:
+            what = "policy installed"
+        elif changed:
+            what = f"corrected {len(drift)} drift(s)"
+        else:
+            what = "already in place"
+        self.log.info(
+            EventKind.POLICY_ASSERTED,
+            message=f"policy asserted at startup on {self.backend}: {what}",
+            installed=installed,
+            trigger=str(Trigger.STARTUP),
+            backend=self.backend,
+            changed=changed,
+            drift=drift,
+            hash_before=insp.observed_hash,
+            hash_after=hash_after,
+        )
+
+    def corrected(
+        self,
+        events: list[Event],
+        insp: Inspection,
+        *,
+        hash_after: str,
+        latency_ms: float,
+        attempts: int,
+    ) -> None:
+        """One verified correction, labelled with its trigger, culprit and latency."""
+        trigger = label(events)
+        by, fields = _by(events)
+        drift = [d.describe() for d in insp.drifts]
+        chains = sorted({d.chain for d in insp.drifts})
+        more = f"; and {len(drift) - _SHOWN} more" if len(drift) > _SHOWN else ""
+        self.log.warning(
+            EventKind.DRIFT_CORRECTED,
+            message=f"drift corrected ({trigger}{by}) in {latency_ms:.1f} ms: "
+            + "; ".join(drift[:_SHOWN])
+            + more,
+            trigger=str(trigger),
+            triggers=sorted({str(e.trigger) for e in events}),
+            detail=next((e.detail for e in reversed(events) if e.detail), ""),
+            backend=self.backend,
+            chains=chains,
+            drift=drift,
+            drift_kinds=sorted({str(d.kind) for d in insp.drifts}),
+            families=sorted({c.split(" ", 1)[0] for c in chains}),
+            diff="\n".join(drift),
+            hash_before=insp.observed_hash,
+            hash_after=hash_after,
+            latency_ms=round(latency_ms, 2),
+            attempts=attempts,
+            **fields,
+        )
+        where = ", ".join(chains)
+        self.notifier.status(f"policy in place; last correction: {trigger}{by} in {where}")
+
+    def failed(self, events: list[Event], error: Exception, *, stage: str) -> None:
+        """A read or write that failed, with the command's evidence."""
+        evidence: dict[str, object] = {}
+        if isinstance(error, CommandError):
+            evidence = {
+                "argv": list(error.argv),
+                "returncode": error.returncode,
+                "stderr": error.stderr.strip(),
+            }
+        self.log.error(
+            EventKind.CORRECTION_FAILED,
+            message=f"cannot {stage} the policy ({label(events)}): {error}",
+            trigger=str(label(events)),
+            stage=stage,
+            error=str(error),
+            **evidence,
+        )
+
+    def contested(self, events: list[Event], insp: Inspection, contest: Contest) -> None:
+        """A fight began, or goes on (repeated at most once a minute with the running count)."""
+        who = culprit(events)
+        name = f"{who.process or '?'}[{who.pid}]" if who and who.pid else "an unknown writer"
+        head = "policy still contested" if contest.ongoing else "policy contested"
+        self.log.critical(
+            EventKind.CONTESTED,
+            message=(
+                f"{head}: {contest.total} corrections so far, {contest.corrections} in the last "
+                f"{contest.window_s:g} s, undone by {name}; re-asserting at once within a CPU "
+                f"budget of {contest.budget:.0%} of a core"
+            ),
+            trigger=str(label(events)),
+            corrections=contest.corrections,
+            total=contest.total,
+            ongoing=contest.ongoing,
+            window_s=contest.window_s,
+            culprit_pid=who.pid if who else None,
+            culprit_name=who.process if who else None,
+            drift=[x.describe() for x in insp.drifts],
+            cpu_budget=contest.budget,
+        )
+        self.notifier.status(f"CONTESTED by {name}: re-asserting the policy")
+
+    def contest_ended(self, ended: ContestEnded) -> None:
+        """Nothing undid the policy for a whole window."""
+        lasted = ended.last - ended.since
+        self.log.warning(
+            EventKind.CONTEST_ENDED,
+            message=f"contest ended: {ended.total} corrections over {lasted:.1f} s; "
+            "the policy has stayed in place since",
+            total=ended.total,
+            duration_s=round(lasted, 3),
+        )
+        self.notifier.status(f"policy in place on {self.backend}; a contest ended")
+
+    def interface(self, event: Event) -> None:
+        """An interface went down, up, away or came back."""
+        gone = event.detail.endswith("deleted") or " renamed to " in event.detail
+        method = self.log.warning if gone else self.log.info
+        method(
+            EventKind.INTERFACE_CHANGED,
+            message=f"interface event: {event.detail}"
+            + ("; the rules on its name match nothing until it is back" if gone else ""),
+            detail=event.detail,
+        )
+
+    def overflow(self, event: Event) -> None:
+        """The kernel dropped events: a full check follows."""
+        self.log.warning(EventKind.EVENTS_LOST, message=event.detail, detail=event.detail)
+
+    def reloaded(self, new: Reloaded, why: str, *, recovered: bool) -> None:
+        """A new config is running."""
+        what = " and ".join(new.changes) + " changed" if new.changes else "no change"
+        if recovered:
+            what += "; the file is valid again, the fallback policy is no longer used"
+        dropped = new.dropped
+        self.log.info(
+            EventKind.CONFIG_RELOADED,
+            message=f"config reloaded ({why}): {what}"
+            + (f"; no longer managed, left in place: {', '.join(dropped)}" if dropped else ""),
+            trigger=str(Trigger.CONFIG_RELOAD),
+            path=str(new.config.path),
+            changed=bool(new.changes),
+            changes=list(new.changes),
+            recovered=recovered,
+            detail=why,
+            unmanaged=list(dropped),
+        )
+
+    def rejected(self, error: ConfigError, why: str, *, running: str) -> None:
+        """An edit that cannot be used; the running policy stays."""
+        keeps = "the running policy stays" + (f" ({running})" if running != "file" else "")
+        self.log.error(
+            EventKind.CONFIG_REJECTED,
+            message=f"config rejected, {keeps}: {error}",
+            trigger=str(Trigger.CONFIG_RELOAD),
+            path=error.path,
+            key=error.key,
+            reason=error.reason,
+            sha256=error.sha256,
+            detail=why,
+        )
+        self.notifier.status(f"policy in place; config REJECTED: {error.key}: {error.reason}")
+
+    def fallback(self, error: ConfigError, source: str) -> None:
+        """Started with a broken file: a fallback policy is enforced instead."""
+        self.log.critical(
+            EventKind.CONFIG_FALLBACK,
+            message=f"config file unusable at startup, enforcing the {source} policy "
+            f"instead: {error}",
+            path=error.path,
+            key=error.key,
+            reason=error.reason,
+            source=source,
+        )

@@ -1,0 +1,62 @@
+"""When the next check may run: holds (back-off, failures), held events, follow-ups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from efa_guard.events import Event, Trigger
+
+_PENDING_KEEP = 32
+
+
+@dataclass
+class Schedule:
+    """Events only request a check; this decides when it runs (a fake clock drives it in tests)."""
+
+    hold_until: float = 0.0
+    pending: list[Event] = field(default_factory=list)
+    follow_ups: list[float] = field(default_factory=list)
+
+    def hold(self, until: float) -> None:
+        """No check before `until` (held events wait in `pending`)."""
+        self.hold_until = max(self.hold_until, until)
+
+    def admit(self, events: list[Event], now: float) -> list[Event] | None:
+        """The batch to check now (with anything held), or None when a hold is on."""
+        if now < self.hold_until:
+            self.defer(events)
+            return None
+        batch = self.pending + events
+        self.pending = []
+        return batch
+
+    def defer(self, events: list[Event]) -> None:
+        """Keep events for the check after the hold (the newest few are enough)."""
+        self.pending = (self.pending + events)[-_PENDING_KEEP:]
+
+    def released(self, now: float) -> list[Event] | None:
+        """The held batch once its hold has passed, else None."""
+        if self.pending and now >= self.hold_until:
+            return self.admit([], now)
+        return None
+
+    def follow_up(self, at: float) -> None:
+        """Ask for one more check at `at`."""
+        self.follow_ups.append(at)
+
+    def due(self, now: float) -> list[Event]:
+        """The follow-up checks owed at `now`."""
+        out = [
+            Event(Trigger.FOLLOW_UP, detail="re-check after an interface event", at=now)
+            for t in self.follow_ups
+            if t <= now
+        ]
+        self.follow_ups = [t for t in self.follow_ups if t > now]
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When `due` or `released` will have something."""
+        times = list(self.follow_ups)
+        if self.pending:
+            times.append(self.hold_until)
+        return min(times) if times else None

@@ -1,0 +1,258 @@
+"""The reconcile step: handle a burst → scope it → check → correct → log.
+
+Bursts are coalesced by the loop; this decides what a batch of events costs: one check, and a
+correction only when the kernel differs. Scheduling, fights, reloads and wording live in their
+own modules; every side effect enters through the constructor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from efa_guard import config as configmod
+from efa_guard.daemon.fights import Fights
+from efa_guard.daemon.reload import reload
+from efa_guard.daemon.report import Reporter
+from efa_guard.daemon.schedule import Schedule
+from efa_guard.enforce import Inspection, enforce, inspect, log_retry
+from efa_guard.errors import ConcurrentChangeError, ConfigError, VerifyError
+from efa_guard.events import Event, Trigger, families, label
+from efa_guard.iptables import Runner
+from efa_guard.lastgood import sha256
+from efa_guard.policy import Policy
+
+
+def _nothing(*_args: object) -> None:
+    """The default hook."""
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the reconcile step tells the rest of the daemon."""
+
+    config_changed: Callable[[configmod.Config], None] = _nothing  # sources follow it
+    retrying: Callable[[], object] = _nothing  # a long retry must not starve the watchdog
+    rules_changed: Callable[[], None] = _nothing  # the exposure survey is stale
+    verified: Callable[[configmod.Config], object] = _nothing  # keep it as last-known-good
+
+
+@dataclass
+class Counters:
+    """What the step counts."""
+
+    events: int = 0
+    checks: int = 0
+    corrections: int = 0
+    failures: int = 0
+
+
+@dataclass
+class Status:
+    """What the step knows, for the journal, StatusText and `check` (times are unix seconds)."""
+
+    ready: bool = False  # a check has succeeded: the policy is known to be in place
+    last_hash: str = ""  # observed SHA-256 of the whole policy when last in place
+    verified_sha256: str = ""  # SHA-256 of the config text last verified in the kernel
+    source: str = "file"  # or "last-known-good" / "shipped default" after a broken file
+    rejected: dict[str, str] | None = None  # the file that cannot be used, and why
+    last_check: float | None = None
+    last_correction: float | None = None
+    counts: Counters = field(default_factory=Counters)
+
+
+def _cpu() -> float:
+    """CPU seconds used so far by this process and its finished children (iptables)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@dataclass
+class Reconciler:
+    """Owns the running config; composes the schedule, the fight tracker and the reporter."""
+
+    config: configmod.Config
+    ipt: Runner
+    report: Reporter
+    clock: Callable[[], float] = time.monotonic
+    hooks: Hooks = field(default_factory=Hooks)
+    status: Status = field(default_factory=Status)
+    schedule: Schedule = field(default_factory=Schedule)
+    fights: Fights = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fights = Fights(self.config.daemon)
+
+    # -- the public step ------------------------------------------------------------------
+
+    def handle(self, events: list[Event]) -> None:
+        """React to one coalesced burst of events."""
+        self.status.counts.events += len(events)
+        reloads = [e for e in events if e.trigger is Trigger.CONFIG_RELOAD]
+        if reloads:
+            self._reload(reloads)
+        now = self.clock()
+        for e in events:
+            if e.trigger is Trigger.OVERFLOW:
+                self.report.overflow(e)
+            if e.trigger is Trigger.INTERFACE:
+                self.report.interface(e)
+                if self.config.daemon.follow_up > 0:
+                    self.schedule.follow_up(now + self.config.daemon.follow_up)
+        batch = self.schedule.admit(events, now)
+        if batch is not None:
+            self._check(batch)
+
+    def release(self, now: float) -> None:
+        """Run the check a hold delayed, once it has passed."""
+        batch = self.schedule.released(now)
+        if batch is not None:
+            self._check(batch)
+
+    def startup(self) -> None:
+        """Assert the policy once, and say what was found."""
+        self._check([Event(Trigger.STARTUP, detail="daemon start")])
+
+    def counters(self) -> dict[str, object]:
+        """The counters, for the status and stopping events."""
+        c = self.status.counts
+        return {
+            "events": c.events,
+            "checks": c.checks,
+            "corrections": c.corrections,
+            "failures": c.failures,
+            "contests": self.fights.contests,
+            "contested": self.fights.contested,
+            "hash": self.status.last_hash,
+        }
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check(self, events: list[Event]) -> None:
+        self.status.counts.checks += 1
+        self.status.last_check = time.time()
+        policy = self._scope(events)
+        try:
+            insp = inspect(self.ipt, policy)
+        except Exception as e:  # noqa: BLE001 - the daemon must outlive any one failure
+            if len(policy.families) > 1:
+                # One family's tools failing (ip6tables on a host without IPv6) must not
+                # stop the other family from being enforced.
+                for family in policy.families:
+                    self._check_policy(events, replace(policy, families=(family,)))
+                return
+            self._failed(events, e, stage="read")
+            return
+        self._checked(events, policy, insp)
+
+    def _check_policy(self, events: list[Event], policy: Policy) -> None:
+        try:
+            insp = inspect(self.ipt, policy)
+        except Exception as e:  # noqa: BLE001 - logged with its evidence, retried later
+            self._failed(events, e, stage=f"read {'+'.join(policy.families)}")
+            return
+        self._checked(events, policy, insp)
+
+    def _checked(self, events: list[Event], policy: Policy, insp: Inspection) -> None:
+        trigger = label(events)
+        if insp.in_sync:
+            self._in_place(policy, insp.observed_hash)
+            if trigger is Trigger.STARTUP:
+                self.report.asserted(insp, hash_after=insp.observed_hash)
+            ended = self.fights.calm(self.clock())
+            if ended is not None:
+                self.report.contest_ended(ended)
+            return
+        cpu = _cpu()
+        try:
+            outcome = enforce(self.ipt, policy, on_retry=self._retry, seen=insp)
+        except Exception as e:  # noqa: BLE001 - logged with its evidence, retried later
+            if isinstance(e, VerifyError | ConcurrentChangeError):
+                self._fought(events, insp, _cpu() - cpu)  # a storm that wins every verify
+            self._failed(events, e, stage="write")
+            return
+        cost = _cpu() - cpu
+        self.status.counts.corrections += 1
+        self.status.last_correction = time.time()
+        self._in_place(policy, outcome.after.observed_hash)
+        self.hooks.rules_changed()
+        if trigger is Trigger.STARTUP:
+            self.report.asserted(outcome.before, hash_after=outcome.after.observed_hash)
+            return
+        self._fought(events, insp, cost)
+        latency_ms = (self.clock() - min(e.at for e in events)) * 1000
+        self.report.corrected(
+            events,
+            insp,
+            hash_after=outcome.after.observed_hash,
+            latency_ms=latency_ms,
+            attempts=outcome.attempts,
+        )
+        self.schedule.hold(self.fights.next_allowed(self.clock()))
+
+    def _fought(self, events: list[Event], insp: Inspection, cost: float) -> None:
+        """A correction others made necessary: count it towards a fight (an edit never is)."""
+        if label(events) in (Trigger.CONFIG_RELOAD, Trigger.STARTUP):
+            return
+        contest = self.fights.corrected(self.clock(), cost)
+        if contest is not None:
+            self.report.contested(events, insp, contest)
+
+    def _in_place(self, policy: Policy, observed_hash: str) -> None:
+        self.status.ready = True
+        if policy is not self.config.policy:
+            return
+        self.status.last_hash = observed_hash
+        digest = sha256(self.config.text)
+        if self.config.text and digest != self.status.verified_sha256:
+            self.status.verified_sha256 = digest
+            if self.status.source == "file":
+                self.hooks.verified(self.config)
+
+    def _scope(self, events: list[Event]) -> Policy:
+        """The policy, narrowed to the families the events concern (nf_tables names them)."""
+        policy = self.config.policy
+        wanted = families(events)
+        if wanted is None:
+            return policy
+        narrowed = tuple(f for f in policy.families if f in wanted)
+        if not narrowed or narrowed == policy.families:
+            return policy
+        return replace(policy, families=narrowed)
+
+    def _failed(self, events: list[Event], error: Exception, *, stage: str) -> None:
+        self.status.counts.failures += 1
+        self.report.failed(events, error, stage=stage)
+        now = self.clock()
+        if isinstance(error, VerifyError | ConcurrentChangeError):
+            until = self.fights.next_allowed(now)  # a writer won: try again within the budget
+        else:
+            until = now + 1.0  # do not spin on a persistent failure
+        self.schedule.hold(until)
+        self.schedule.defer(events)
+
+    def _retry(self, attempt: int, wait: float, exc: BaseException) -> None:
+        self.hooks.retrying()
+        log_retry(self.report.log, attempt, wait, exc)
+
+    def _reload(self, events: list[Event]) -> None:
+        why = ", ".join(sorted({e.detail for e in events if e.detail})) or "reload"
+        try:
+            new = reload(self.config)
+        except ConfigError as e:
+            self.status.rejected = {
+                "path": e.path,
+                "key": e.key,
+                "reason": e.reason,
+                "sha256": e.sha256 or "",
+            }
+            self.report.rejected(e, why, running=self.status.source)
+            return
+        recovered = self.status.source != "file"
+        self.config = new.config
+        self.status.source, self.status.rejected = "file", None
+        self.fights.tuning = new.config.daemon
+        self.hooks.config_changed(new.config)
+        self.report.reloaded(new, why, recovered=recovered)
