@@ -11,6 +11,7 @@ class Trigger(enum.StrEnum):
     """Why a check ran; the most telling one labels a correction."""
 
     CONFIG_RELOAD = "config-reload"
+    CONFIG_LOADED = "config-loaded"  # a reload's validation finished (in a worker thread)
     INTERFACE = "interface"
     KUBE_PROXY = "kube-proxy"
     RULE_CHANGE = "rule-change"
@@ -36,6 +37,7 @@ PRECEDENCE = (
     Trigger.STARTUP,
     Trigger.STOP,
     Trigger.STATUS,
+    Trigger.CONFIG_LOADED,
 )
 
 

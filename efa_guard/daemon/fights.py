@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from efa_guard.config import Daemon
 
 REPEAT_EVERY = 60.0  # seconds between `contested` events while a fight goes on
+QUIET_GAP = 10.0  # during a fight, one drift_corrected entry per this many seconds
 _SPAN_FRACTION = 0.25  # a fight spans at least this fraction of the contest window
 
 
@@ -49,6 +50,18 @@ class Fights:
     total: int = 0  # corrections in the current fight
     reported: float = 0.0  # when `contested` was last logged
     contests: int = 0  # fights since start
+    logged: float = float("-inf")  # when a correction was last logged during a fight
+    suppressed: int = 0  # corrections not logged since then
+
+    def log_correction(self, now: float) -> int | None:
+        """During a fight, log one correction per QUIET_GAP: None to skip, else how many were."""
+        if self.since is None:
+            return 0
+        if now - self.logged < QUIET_GAP:
+            self.suppressed += 1
+            return None
+        skipped, self.suppressed, self.logged = self.suppressed, 0, now
+        return skipped
 
     @property
     def contested(self) -> bool:

@@ -115,7 +115,8 @@ class Loop:
         try:
             if batch:
                 rec.handle(batch)
-            if timer or any(e.trigger is Trigger.CONFIG_RELOAD for e in batch):
+            reloaded = (Trigger.CONFIG_RELOAD, Trigger.CONFIG_LOADED)
+            if timer or any(e.trigger in reloaded for e in batch):
                 self.exposure.maybe_survey(rec.config, force=not timer)
             rec.release(time.monotonic())
         except Exception as e:  # noqa: BLE001 - logged; the next event or the timer tries again

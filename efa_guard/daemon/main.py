@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import time
 from pathlib import Path
@@ -12,10 +13,12 @@ from efa_guard import lastgood
 from efa_guard.catalog import EventKind
 from efa_guard.daemon.loop import Loop
 from efa_guard.daemon.publish import Publisher
+from efa_guard.daemon.reload import ThreadLoader
 from efa_guard.daemon.report import Reporter
 from efa_guard.daemon.step import Hooks, Reconciler, Status
 from efa_guard.daemon.survey import ExposureWatch
 from efa_guard.errors import ConfigError
+from efa_guard.events import Event, Trigger
 from efa_guard.iptables import choose
 from efa_guard.log import Logger
 from efa_guard.notify import Notifier
@@ -73,6 +76,7 @@ def run(path: Path, log: Logger) -> int:
             s.reconfigure(new)
 
     report = Reporter(log=log, notifier=notifier, backend=ipt.kind)
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     rec = Reconciler(
         config=cfg,
         ipt=ipt,
@@ -84,9 +88,10 @@ def run(path: Path, log: Logger) -> int:
             rules_changed=exposure.rules_changed,
             verified=lambda c: lastgood.save(c.text, c.path),
         ),
+        loader=ThreadLoader(wake=lambda: events.put(Event(Trigger.CONFIG_LOADED))),
     )
     publisher = Publisher(rec)
-    loop = Loop(rec=rec, notifier=notifier, exposure=exposure, publisher=publisher)
+    loop = Loop(rec=rec, notifier=notifier, exposure=exposure, publisher=publisher, events=events)
     loop.install_signals()
     sources += start_sources(
         cfg, backend=ipt.kind, own_pid=ipt.activity.is_own, emit=loop.events.put, log=log

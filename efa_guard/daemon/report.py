@@ -56,7 +56,7 @@ class Reporter:
             hash_after=hash_after,
         )
 
-    def corrected(
+    def corrected(  # noqa: PLR0913 - keyword-only fields of one journal event
         self,
         events: list[Event],
         insp: Inspection,
@@ -64,6 +64,7 @@ class Reporter:
         hash_after: str,
         latency_ms: float,
         attempts: int,
+        suppressed: int = 0,
     ) -> None:
         """One verified correction, labelled with its trigger, culprit and latency."""
         trigger = label(events)
@@ -71,6 +72,8 @@ class Reporter:
         drift = [d.describe() for d in insp.drifts]
         chains = sorted({d.chain for d in insp.drifts})
         more = f"; and {len(drift) - _SHOWN} more" if len(drift) > _SHOWN else ""
+        if suppressed:
+            more += f" ({suppressed} more corrections during the contest were not logged)"
         self.log.warning(
             EventKind.DRIFT_CORRECTED,
             message=f"drift corrected ({trigger}{by}) in {latency_ms:.1f} ms: "
@@ -89,6 +92,7 @@ class Reporter:
             hash_after=hash_after,
             latency_ms=round(latency_ms, 2),
             attempts=attempts,
+            suppressed=suppressed,
             **fields,
         )
         where = ", ".join(chains)

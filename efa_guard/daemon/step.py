@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 
 from efa_guard import config as configmod
 from efa_guard.daemon.fights import Fights
-from efa_guard.daemon.reload import reload
+from efa_guard.daemon.reload import InlineLoader, Outcome, Reloaded, ThreadLoader
 from efa_guard.daemon.report import Reporter
 from efa_guard.daemon.schedule import Schedule
 from efa_guard.enforce import Inspection, enforce, inspect, log_retry
-from efa_guard.errors import ConcurrentChangeError, ConfigError, VerifyError
+from efa_guard.errors import ConcurrentChangeError, VerifyError
 from efa_guard.events import Event, Trigger, families, label
 from efa_guard.iptables import Runner
 from efa_guard.lastgood import sha256
@@ -79,8 +79,9 @@ class Reconciler:
     clock: Callable[[], float] = time.monotonic
     hooks: Hooks = field(default_factory=Hooks)
     status: Status = field(default_factory=Status)
-    schedule: Schedule = field(default_factory=Schedule)
+    loader: InlineLoader | ThreadLoader = field(default_factory=InlineLoader)
     fights: Fights = field(init=False)
+    schedule: Schedule = field(init=False, default_factory=Schedule)
 
     def __post_init__(self) -> None:
         self.fights = Fights(self.config.daemon)
@@ -92,7 +93,12 @@ class Reconciler:
         self.status.counts.events += len(events)
         reloads = [e for e in events if e.trigger is Trigger.CONFIG_RELOAD]
         if reloads:
-            self._reload(reloads)
+            why = ", ".join(sorted({e.detail for e in reloads if e.detail})) or "reload"
+            self.loader.request(self.config, why, min(e.at for e in reloads))
+        events = [e for e in events if e.trigger is not Trigger.CONFIG_LOADED]
+        events += [self._apply(done) for done in self.loader.take()]
+        if not events:
+            return
         now = self.clock()
         for e in events:
             if e.trigger is Trigger.OVERFLOW:
@@ -183,13 +189,16 @@ class Reconciler:
             return
         self._fought(events, insp, cost)
         latency_ms = (self.clock() - min(e.at for e in events)) * 1000
-        self.report.corrected(
-            events,
-            insp,
-            hash_after=outcome.after.observed_hash,
-            latency_ms=latency_ms,
-            attempts=outcome.attempts,
-        )
+        skipped = self.fights.log_correction(self.clock())
+        if skipped is not None:  # a fight does not flood the journal: contested counts all
+            self.report.corrected(
+                events,
+                insp,
+                hash_after=outcome.after.observed_hash,
+                latency_ms=latency_ms,
+                attempts=outcome.attempts,
+                suppressed=skipped,
+            )
         self.schedule.hold(self.fights.next_allowed(self.clock()))
 
     def _fought(self, events: list[Event], insp: Inspection, cost: float) -> None:
@@ -237,22 +246,23 @@ class Reconciler:
         self.hooks.retrying()
         log_retry(self.report.log, attempt, wait, exc)
 
-    def _reload(self, events: list[Event]) -> None:
-        why = ", ".join(sorted({e.detail for e in events if e.detail})) or "reload"
-        try:
-            new = reload(self.config)
-        except ConfigError as e:
+    def _apply(self, done: Outcome) -> Event:
+        """Use a finished reload (or log its rejection); the check that follows is its own."""
+        result = done.result
+        event = Event(Trigger.CONFIG_RELOAD, detail=done.why, at=done.asked_at)
+        if not isinstance(result, Reloaded):
             self.status.rejected = {
-                "path": e.path,
-                "key": e.key,
-                "reason": e.reason,
-                "sha256": e.sha256 or "",
+                "path": result.path,
+                "key": result.key,
+                "reason": result.reason,
+                "sha256": result.sha256,
             }
-            self.report.rejected(e, why, running=self.status.source)
-            return
+            self.report.rejected(result, done.why, running=self.status.source)
+            return event
         recovered = self.status.source != "file"
-        self.config = new.config
+        self.config = result.config
         self.status.source, self.status.rejected = "file", None
-        self.fights.tuning = new.config.daemon
-        self.hooks.config_changed(new.config)
-        self.report.reloaded(new, why, recovered=recovered)
+        self.fights.tuning = result.config.daemon
+        self.hooks.config_changed(result.config)
+        self.report.reloaded(result, done.why, recovered=recovered)
+        return event

@@ -98,7 +98,7 @@ def test_correction_is_labelled_with_trigger_culprit_and_latency() -> None:
 
 
 def test_a_fight_is_contested_and_the_policy_kept_in_place() -> None:
-    """A writer undoing the policy every 0.5 s: every tamper is corrected at once, one contested."""
+    """A writer undoing the policy every 0.5 s: each tamper corrected at once, one contested."""
     ipt, clock = in_sync(), Clock()
     rec = reconciler(ipt, clock, Daemon(contest_threshold=5, contest_window=10.0))
     with structlog.testing.capture_logs() as logs:
@@ -108,7 +108,8 @@ def test_a_fight_is_contested_and_the_policy_kept_in_place() -> None:
             rec.handle([rule_change(clock.now)])
             assert ipt.states == in_sync().states  # re-asserted at once, within the budget
     events = [e["event"] for e in logs]
-    assert events.count("drift_corrected") == 20
+    assert rec.status.counts.corrections == 20
+    assert 1 <= events.count("drift_corrected") < 20  # the fight does not flood the journal
     assert events.count("contested") == 1
     contested = next(e for e in logs if e["event"] == "contested")
     assert contested["log_level"] == "critical"
