@@ -30,6 +30,7 @@ class EventKind(enum.StrEnum):
     BACKEND_WARNING = "backend_warning"
     CANNOT_START = "cannot_start"
     INTERNAL_ERROR = "internal_error"
+    LOG_ENTRIES_DROPPED = "log_entries_dropped"
 
     @property
     def message_id(self) -> str:
@@ -57,4 +58,5 @@ MESSAGE_IDS: dict[str, str] = {
     EventKind.BACKEND_WARNING: "16285ab06ff344e88e4248f4f0be92c7",
     EventKind.CANNOT_START: "4f6474d288a440139d88bc1ac9e3bb40",
     EventKind.INTERNAL_ERROR: "913b28d935434b06be7cd2aa5097d638",
+    EventKind.LOG_ENTRIES_DROPPED: "18356146601949e892b97acb026e37c5",
 }

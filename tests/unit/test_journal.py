@@ -8,7 +8,8 @@ import struct
 from pathlib import Path
 
 from efa_guard.catalog import MESSAGE_IDS
-from efa_guard.journal import JournalWriter, encode, field_name, journal_fields
+from efa_guard.journal import encode, field_name, journal_fields
+from efa_guard.journal_writer import JournalWriter
 from efa_guard.notify import Notifier
 
 CATALOG = Path(__file__).parents[2] / "config" / "efa-guard.catalog"
