@@ -82,7 +82,7 @@ class JournalWriter:
         path: str = SOCKET_PATH,
         *,
         backlog: Backlog | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         stderr: TextIO | None = None,
         transmit: Callable[[bytes], None] | None = None,
     ) -> None:
@@ -118,10 +118,10 @@ class JournalWriter:
 
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` s until nothing waits; whether everything went."""
-        deadline = self._clock() + timeout
+        deadline = time.monotonic() + timeout
         with self._cond:
             while self._backlog or self._in_flight or self._backlog.dropped:
-                left = deadline - self._clock()
+                left = deadline - time.monotonic()
                 if left <= 0 or self._thread is None or not self._thread.is_alive():
                     return False
                 self._cond.wait(min(left, MAX_PAUSE))
@@ -131,7 +131,7 @@ class JournalWriter:
         """Flush for at most `timeout` s, then count what is left as dropped and stop."""
         with self._cond:
             self._closing = True
-            self._deadline = self._clock() + timeout
+            self._deadline = time.monotonic() + timeout
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
@@ -161,11 +161,11 @@ class JournalWriter:
         """The next entry to send (with the report it carries), or None to stop."""
         while not (self._backlog or self._backlog.dropped or self._closing):
             self._cond.wait()
-        if self._closing and self._clock() >= self._deadline:
+        if self._closing and time.monotonic() >= self._deadline:
             self._backlog.drop_all(self._clock())
             report = self._backlog.report()
             if report is not None:  # one last try, never waited for
-                self._deliver(Entry.of(report_fields(report, self._clock())))
+                self._deliver(Entry.of(report_fields(report)))
             return None
         entry = self._backlog.pop()
         if entry is not None:
@@ -173,7 +173,7 @@ class JournalWriter:
         report = self._backlog.report()
         if report is None:
             return None
-        return Entry.of(report_fields(report, self._clock())), report
+        return Entry.of(report_fields(report)), report
 
     def _run(self) -> None:
         pause = MIN_PAUSE
@@ -195,15 +195,14 @@ class JournalWriter:
                 else:
                     if report is None:
                         self._backlog.push_front(entry, self._clock())
-                    left = self._deadline - self._clock() if self._closing else pause
+                    left = self._deadline - time.monotonic() if self._closing else pause
                     self._cond.wait(max(min(pause, left), 0.0))
                     pause = min(pause * 2, MAX_PAUSE)
                 self._cond.notify_all()
 
 
-def report_fields(report: DropReport, now: float) -> dict[str, str]:
-    """The `log_entries_dropped` entry for a drop report (times as CLOCK_REALTIME usec)."""
-    offset = time.time() - now
+def report_fields(report: DropReport) -> dict[str, str]:
+    """The `log_entries_dropped` entry for a drop report (drop times in usec since the epoch)."""
     return journal_fields(
         "warning",
         {
@@ -212,7 +211,7 @@ def report_fields(report: DropReport, now: float) -> dict[str, str]:
             "dropped": report.total,
             "dropped_by_kind": report.by_kind,
             "dropped_by_priority": {str(p): n for p, n in sorted(report.by_priority.items())},
-            "first_drop_usec": int((report.first_drop + offset) * 1e6),
-            "last_drop_usec": int((report.last_drop + offset) * 1e6),
+            "first_drop_usec": int(report.first_drop * 1e6),
+            "last_drop_usec": int(report.last_drop * 1e6),
         },
     )
