@@ -128,7 +128,10 @@ class JournalWriter:
             return True
 
     def close(self, timeout: float = 1.0) -> None:
-        """Flush for at most `timeout` s, then count what is left as dropped and stop."""
+        """Flush for at most `timeout` s, then drop (and count) what is left, and stop.
+
+        Entries sent after this go to stderr.
+        """
         with self._cond:
             self._closing = True
             self._deadline = time.monotonic() + timeout
@@ -136,6 +139,8 @@ class JournalWriter:
             thread = self._thread
         if thread is not None:
             thread.join(timeout + 0.5)
+        if thread is None or not thread.is_alive():
+            self._sock.close()
 
     def _start_locked(self) -> None:
         if self._thread is None or not self._thread.is_alive():
