@@ -4,7 +4,8 @@ Pure: no sockets, no threads, no clock of its own (the caller passes `now`).
 
 Which entry goes when the queue is full: every entry has a rank, `(tier, PRIORITY)`, lower is
 more important. Tier 0 holds the kinds an operator must see (a correction, a fight, a failure,
-a rejected config, a daemon that cannot start); tier 1 everything else (status, info chatter).
+a rejected config, a daemon that cannot start, a change of exposure, lost events or entries);
+tier 1 everything else (started, stopping, status, reloads, interfaces: info chatter).
 Within a tier the lower syslog PRIORITY wins. The least important entry goes, and among equals
 the newest one: the queue keeps the start of a burst, and the drop report counts the rest.
 """
@@ -27,6 +28,7 @@ ESSENTIAL: frozenset[str] = frozenset(
         EventKind.INTERNAL_ERROR,
         EventKind.SOURCE_FAILED,
         EventKind.EVENTS_LOST,
+        EventKind.EXPOSURE,
         EventKind.LOG_ENTRIES_DROPPED,
     }
 )
