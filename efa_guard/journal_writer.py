@@ -5,7 +5,8 @@ overloaded: its socket queue is full, EAGAIN), the entry goes into a bounded `Ba
 sender thread retries with a short backoff; the caller never waits. When the backlog overflows,
 the least important entries are dropped and counted (see `efa_guard.backlog`); once journald
 takes entries again, one `log_entries_dropped` event says how many were lost, by kind and by
-PRIORITY. `close()` (run at exit) flushes what it can within a bound, then gives up.
+PRIORITY. An entry that waited carries LOGGED_USEC, when it was logged (journald's own timestamp
+says when it arrived). `close()` (run at exit) flushes what it can within a bound, then gives up.
 
 A journald that is gone (no socket, connection refused) is not waited for either: the entry is
 written to stderr as a JSON line. Entries larger than a datagram go in a sealed memfd passed
@@ -114,7 +115,9 @@ class JournalWriter:
             idle = not self._backlog and not self._in_flight and not self._backlog.dropped
             if idle and self._deliver(entry) is not Outcome.STALLED:
                 return
-            self._backlog.push(entry, self._clock())
+            now = self._clock()  # journald stamps an entry when it arrives: say when it was logged
+            entry = Entry.of({**fields, "LOGGED_USEC": str(int(now * 1e6))})
+            self._backlog.push(entry, now)
             self._start_locked()
             self._cond.notify_all()
 

@@ -14,7 +14,10 @@ import atexit
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from efa_guard.journal_writer import JournalWriter
 
 LogFormat = Literal["auto", "journal", "json", "console"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "journal", "json", "console")
@@ -23,7 +26,7 @@ SOCKET_ENV = "EFA_GUARD_JOURNAL_SOCKET"
 FLUSH_TIMEOUT = 1.0
 
 _configured = False
-_writer: Any = None  # the JournalWriter in use, if any
+_writer: JournalWriter | None = None  # the journal writer in use, if any
 
 
 def journal_socket() -> str:

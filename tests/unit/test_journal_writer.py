@@ -91,6 +91,10 @@ def test_a_stalled_journald_never_blocks_and_gets_everything_later() -> None:
     assert writer.flush(5.0)
     assert fake.events() == ["started"] + ["drift_corrected"] * 20
     assert [e["N"] for e in fake.entries[1:]] == [str(i) for i in range(20)]
+    assert "LOGGED_USEC" not in fake.entries[0]  # sent at once: journald's timestamp is right
+    logged = [int(e["LOGGED_USEC"]) for e in fake.entries[1:]]
+    assert logged == sorted(logged)
+    assert abs(logged[0] / 1e6 - time.time()) < 5
     assert "log_entries_dropped" not in fake.events()
 
 
