@@ -32,6 +32,7 @@ class EventKind(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
     CONTEST_ENDED = "contest_ended"
     CONFIG_FALLBACK = "config_fallback"
+    LOG_ENTRIES_DROPPED = "log_entries_dropped"
 
     @property
     def message_id(self) -> str:
@@ -61,4 +62,5 @@ MESSAGE_IDS: dict[str, str] = {
     EventKind.INTERNAL_ERROR: "913b28d935434b06be7cd2aa5097d638",
     EventKind.CONTEST_ENDED: "17abfd60c3c14fd59863bdc27628560e",
     EventKind.CONFIG_FALLBACK: "f8853e88d5974128971a2808eaa1bd60",
+    EventKind.LOG_ENTRIES_DROPPED: "18356146601949e892b97acb026e37c5",
 }

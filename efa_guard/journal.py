@@ -1,4 +1,7 @@
-"""journald's native protocol and the structured fields of our events."""
+"""journald's native protocol and the structured fields of our events.
+
+Sending, without ever blocking the caller, is efa_guard.journal_writer's job.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,9 @@ import json
 import re
 import socket
 import struct
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from efa_guard.catalog import MESSAGE_IDS
 
@@ -31,7 +33,7 @@ PRIORITIES = {
 }
 
 _FIELD_OK = re.compile(r"[^A-Z0-9_]")
-_MAX_VALUE = 64 * 1024
+_MAX_VALUE = 1024 * 1024  # characters; larger entries than a datagram go in a memfd
 
 
 def field_name(key: str) -> str:
@@ -46,6 +48,12 @@ def _text(value: object) -> str:
     if isinstance(value, bool | int | float) or value is None:
         return json.dumps(value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= _MAX_VALUE:
+        return text
+    return f"{text[:_MAX_VALUE]}…[truncated {len(text) - _MAX_VALUE} characters]"
 
 
 def journal_fields(method: str, event_dict: Mapping[str, Any]) -> dict[str, str]:
@@ -66,7 +74,7 @@ def journal_fields(method: str, event_dict: Mapping[str, Any]) -> dict[str, str]
     for key, value in data.items():
         name = field_name(key)
         if name not in fields:
-            fields[name] = _text(value)[:_MAX_VALUE]
+            fields[name] = _truncate(_text(value))
     return fields
 
 
@@ -82,22 +90,11 @@ def encode(fields: Mapping[str, str]) -> bytes:
     return bytes(out)
 
 
-class JournalWriter:
-    """Sends one datagram per entry; falls back to a JSON line on stderr if journald is gone."""
-
-    def __init__(self, path: str = SOCKET_PATH) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.settimeout(2.0)  # a stuck journald must not stop the guard
+class Sink(Protocol):
+    """Where a JournalLogger's entries go (JournalWriter in efa_guard.journal_writer)."""
 
     def send(self, fields: Mapping[str, str]) -> None:
-        """Write one entry."""
-        try:
-            self.sock.sendto(encode(fields), self.path)
-        except OSError as e:
-            line = json.dumps({"journal_error": str(e), **fields})
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+        """Write one entry; must not block."""
 
 
 def journal_available(path: str = SOCKET_PATH) -> bool:
@@ -115,7 +112,7 @@ def journal_available(path: str = SOCKET_PATH) -> bool:
 class JournalLogger:
     """A structlog logger whose methods take the event as keyword arguments."""
 
-    def __init__(self, writer: JournalWriter) -> None:
+    def __init__(self, writer: Sink) -> None:
         self.writer = writer
 
     def _send(self, method: str, kw: Mapping[str, Any]) -> None:

@@ -1,19 +1,39 @@
 """structlog set-up: journald under systemd, JSON lines or console text on stderr otherwise.
 
 Imported lazily: a plain `check` never pays for structlog.
+
+EFA_GUARD_JOURNAL_SOCKET, read only here, names journald's native socket (default
+/run/systemd/journal/socket; a journald namespace NS listens on /run/systemd/journal.NS/socket).
+The journal writer never blocks (see efa_guard.journal_writer); at exit it flushes for at most
+`FLUSH_TIMEOUT` seconds (also `shutdown()`).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from efa_guard.journal_writer import JournalWriter
 
 LogFormat = Literal["auto", "journal", "json", "console"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "journal", "json", "console")
 
+SOCKET_ENV = "EFA_GUARD_JOURNAL_SOCKET"
+FLUSH_TIMEOUT = 1.0
+
 _configured = False
+_writer: JournalWriter | None = None  # the journal writer in use, if any
+
+
+def journal_socket() -> str:
+    """The native socket of journald: $EFA_GUARD_JOURNAL_SOCKET or the default."""
+    from efa_guard.journal import SOCKET_PATH  # noqa: PLC0415
+
+    return os.environ.get(SOCKET_ENV) or SOCKET_PATH
 
 
 class Logger(Protocol):
@@ -42,7 +62,7 @@ def resolve(fmt: LogFormat) -> LogFormat:
     if fmt != "auto":
         return fmt
     under_systemd = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
-    if under_systemd and journal_available():
+    if under_systemd and journal_available(journal_socket()):
         return "journal"
     return "console" if sys.stderr.isatty() else "json"
 
@@ -64,14 +84,16 @@ def configure(fmt: LogFormat = "auto") -> LogFormat:
     """Route structured events to the chosen sink; returns the format in use."""
     import structlog  # noqa: PLC0415 - lazy: keeps one-shot commands fast
 
-    from efa_guard.journal import JournalLogger, JournalWriter  # noqa: PLC0415
+    from efa_guard.journal import JournalLogger  # noqa: PLC0415
+    from efa_guard.journal_writer import JournalWriter  # noqa: PLC0415
 
-    global _configured  # noqa: PLW0603 - structlog's configuration is process-wide too
+    global _configured, _writer  # noqa: PLW0603 - structlog's configuration is process-wide too
     fmt = resolve(fmt)
+    shutdown()
     processors: list[Any] = [structlog.processors.add_log_level]
     factory: Any
     if fmt == "journal":
-        writer = JournalWriter()
+        writer = _writer = JournalWriter(journal_socket())
         processors.append(_as_kwargs)
         factory = lambda *_args: JournalLogger(writer)  # noqa: E731 - structlog wants a callable
     else:
@@ -90,6 +112,17 @@ def configure(fmt: LogFormat = "auto") -> LogFormat:
     )
     _configured = True
     return fmt
+
+
+def shutdown(timeout: float = FLUSH_TIMEOUT) -> None:
+    """Flush queued journal entries for at most `timeout` s (idempotent; also run at exit)."""
+    global _writer
+    writer, _writer = _writer, None
+    if writer is not None:
+        writer.close(timeout)
+
+
+atexit.register(shutdown)
 
 
 def get_logger(**initial: object) -> Logger:

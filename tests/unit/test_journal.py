@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import struct
 from pathlib import Path
 
+import pytest
+
+from efa_guard import log
 from efa_guard.catalog import MESSAGE_IDS
-from efa_guard.journal import JournalWriter, encode, field_name, journal_fields
+from efa_guard.journal import encode, field_name, journal_fields
+from efa_guard.journal_writer import JournalWriter
 from efa_guard.notify import Notifier
 
 CATALOG = Path(__file__).parents[2] / "config" / "efa-guard.catalog"
@@ -84,3 +89,38 @@ def test_notifier_speaks_sd_notify(tmp_path: Path) -> None:
     assert not silent.enabled
     assert not silent.ready("x")
     assert silent.watchdog_interval is None
+
+
+def test_configure_reads_the_socket_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """log.configure('journal') sends to $EFA_GUARD_JOURNAL_SOCKET; shutdown() stops the writer."""
+    import structlog  # noqa: PLC0415 - lazy like the code under test
+
+    path = tmp_path / "journal.sock"
+    monkeypatch.setenv(log.SOCKET_ENV, str(path))
+    monkeypatch.setattr(log, "_configured", False)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        try:
+            assert log.configure("journal") == "journal"
+            log.get_logger().warning("drift_corrected", message="fixed", latency_ms=2)
+            got = server.recv(65536)
+        finally:
+            log.shutdown()
+            structlog.reset_defaults()
+    assert b"MESSAGE=fixed\n" in got
+    assert f"MESSAGE_ID={MESSAGE_IDS['drift_corrected']}\n".encode() in got
+    assert b"LATENCY_MS=2\n" in got
+
+
+def test_a_closed_writer_falls_back_to_stderr(tmp_path: Path) -> None:
+    """After close() (at exit), an entry still goes somewhere: stderr."""
+    path = tmp_path / "journal.sock"
+    err = io.StringIO()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        writer = JournalWriter(str(path), stderr=err)
+        writer.close(0.1)
+        writer.send({"MESSAGE": "late", "EFA_EVENT": "stopping"})
+    assert json.loads(err.getvalue())["MESSAGE"] == "late"
