@@ -164,6 +164,11 @@ class Metrics:
             "Services reachable on the management interface that the allowlist does not name.",
             registry=r,
         )
+        # Series that exist from the start: increase() cannot see a counter's first step.
+        for result in ("in_sync", "drift", "failed"):
+            self._checks.labels(result=result)
+        for stage in (*STAGES, OTHER):
+            self._failures.labels(stage=stage)
         self.build(version=version, backend=backend)
         self.heartbeat()
 
