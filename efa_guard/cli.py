@@ -318,7 +318,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     from efa_guard import history  # noqa: PLC0415
 
     try:
-        entries = history.read(since=args.since)
+        entries = history.read(
+            since=args.since,
+            directory=args.directory,
+            files=args.file or (),
+            hosts=args.host or (),
+            kinds=args.kind or history.EVENTS,
+        )
     except EfaGuardError as e:
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN
@@ -403,9 +409,31 @@ def build_parser() -> argparse.ArgumentParser:
     expo.set_defaults(func=cmd_exposure)
 
     hist = sub.add_parser(
-        "history", parents=[common], help="past corrections, read from the journal"
+        "history",
+        parents=[common],
+        help="past corrections, fights and failures, read from the journal",
+        description="Read efa-guard's events from this machine's journal, or from a "
+        "collector's (systemd-journal-remote) with --directory or --file. Shows "
+        "drift_corrected, correction_failed, contested, config_rejected, stopping, "
+        "cannot_start and internal_error unless --kind says otherwise. Exit 3 if a journal "
+        "directory or file does not exist.",
     )
     hist.add_argument("--since", help="as journalctl --since: '1 hour ago', 'today', a date")
+    hist.add_argument(
+        "--directory", type=Path, help="read the journal files in DIR (a collector's)"
+    )
+    hist.add_argument(
+        "--file", action="append", metavar="FILE", help="read this journal file (repeatable)"
+    )
+    hist.add_argument(
+        "--host", action="append", metavar="NAME", help="only this _HOSTNAME (repeatable)"
+    )
+    hist.add_argument(
+        "--kind",
+        action="append",
+        choices=[k.value for k in EventKind],
+        help="only this event kind (repeatable)",
+    )
     hist.add_argument("--json", action="store_true", help="machine-readable")
     hist.set_defaults(func=cmd_history)
     return parser
