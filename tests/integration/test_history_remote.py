@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,7 @@ from support import REPO, need
 from efa_guard.journal import encode, journal_fields
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
+JOURNAL_UPLOAD = Path("/lib/systemd/systemd-journal-upload")
 T0 = 1_764_500_000.0  # 2025-11-30 10:53:20 UTC
 
 DRIFT = {
@@ -165,3 +168,39 @@ def test_a_missing_source_is_unknown_and_named(tmp_path: Path, option: str) -> N
     assert proc.returncode == 3
     assert proc.stdout == ""
     assert f"{missing} does not exist" in proc.stderr
+
+
+def test_uploaded_over_http_the_nodes_keep_their_hosts(tmp_path: Path) -> None:
+    """journal-upload to journal-remote on loopback: history on the collector names each node."""
+    need(JOURNAL_UPLOAD.exists(), "systemd-journal-upload missing (systemd-journal-remote)")
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    sources = [
+        write_journal(nodes / "node1.journal", "node1", NODE1),
+        write_journal(nodes / "node2.journal", "node2", NODE2),
+    ]
+    collected = tmp_path / "collector"
+    collected.mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    remote = subprocess.Popen(
+        [str(JOURNAL_REMOTE), f"--listen-http=127.0.0.1:{port}", f"--output={collected}/"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for i, source in enumerate(sources):
+            upload = [str(JOURNAL_UPLOAD), f"--url=http://127.0.0.1:{port}", f"--file={source}"]
+            upload += ["--follow=no", f"--save-state={tmp_path}/state{i}"]
+            for _ in range(50):  # until journal-remote listens
+                if subprocess.run(upload, capture_output=True, check=False).returncode == 0:
+                    break
+                time.sleep(0.1)
+    finally:
+        remote.terminate()
+        remote.wait(timeout=10)
+    got = events(history("--directory", str(collected), "--json"))
+    assert sorted(got) == sorted(
+        [("node1", "drift_corrected"), ("node1", "stopping"), ("node1", "cannot_start"),
+         ("node2", "contested"), ("node2", "config_rejected")]
+    )  # fmt: skip
