@@ -54,3 +54,17 @@ def test_the_rules_name_only_metrics_we_export() -> None:
     exported |= {f.name for f in text_string_to_metric_families(text)}
     assert used
     assert used - exported == set()
+
+
+def test_the_readme_documents_every_metric_and_alert() -> None:
+    """The README's Fleet tables name exactly the metric families and alerts that exist."""
+    readme = (REPO / "README.md").read_text()
+    documented = set(
+        re.findall(r"^\| `(efa_guard_\w+)` \| (?:gauge|counter|histogram) \|", readme, re.MULTILINE)
+    )
+    text = Metrics(version="1", backend="nft").text().decode()
+    families = {f"{f.name}_total" if f.type == "counter" else f.name
+                for f in text_string_to_metric_families(text)}  # fmt: skip
+    assert documented == families
+    alerts = set(re.findall(r"- alert: (\w+)", RULES.read_text()))
+    assert set(re.findall(r"^\| `(EfaGuard\w+)` \|", readme, re.MULTILINE)) == alerts

@@ -57,6 +57,14 @@ def test_fresh_metrics_say_version_backend_and_heartbeat(metrics: Metrics) -> No
     assert value(text, "efa_guard_contests_total") == 0
 
 
+def test_no_created_series(metrics: Metrics) -> None:
+    """Counters and histograms export no `_created` series (half the series, no use in alerts)."""
+    metrics.corrected(trigger="timer", family="ipv4", chain="filter/X", latency_s=0.01)
+    text = metrics.text().decode()
+    assert "efa_guard_corrections_total" in text
+    assert "_created" not in text
+
+
 def test_a_backend_change_replaces_the_build_series(metrics: Metrics) -> None:
     """Only the current backend has a build_info series."""
     metrics.build(version="1.2.3", backend="legacy")

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what the daemon reports, for node_exporter's textfile collector or HTTP.
+"""Every fact the daemon reports, as Prometheus metrics in a registry of their own.
 
 prometheus_client is imported when a `Metrics` is made, never by importing this module: a plain
 `efa-guard check` does not pay for it. Each `Metrics` has its own registry, so several can live in
@@ -8,65 +8,29 @@ and fixed trigger and stage names (anything else is counted as "other").
 
 from __future__ import annotations
 
-import errno
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from efa_guard.errors import EfaGuardError
 from efa_guard.events import Trigger
+from efa_guard.metrics.output import (
+    DEFAULT_TEXTFILE_DIRECTORY,
+    TEXTFILE_NAME,
+    ListenError,
+    MetricsError,
+    TextfileError,
+    default_textfile_directory,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
-    from efa_guard.metrics_http import Server
+    from efa_guard.metrics.serve import Server
 
-DEFAULT_TEXTFILE_DIRECTORY = Path("/var/lib/prometheus/node-exporter")
-TEXTFILE_NAME = "efa_guard.prom"
-DEFAULT_PORT = 9731
 # Corrections take milliseconds; a fight with backoff takes seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STAGES = ("read", "write", "verify")
 OTHER = "other"
-
-
-class MetricsError(EfaGuardError):
-    """Metrics cannot be written or served; enforcement goes on without them."""
-
-
-class TextfileError(MetricsError):
-    """The textfile cannot be written; names the path and the cause."""
-
-
-class ListenError(MetricsError):
-    """The HTTP endpoint cannot listen; names the address and the cause."""
-
-
-def default_textfile_directory() -> Path | None:
-    """Debian's node_exporter textfile directory, if it exists here."""
-    return DEFAULT_TEXTFILE_DIRECTORY if DEFAULT_TEXTFILE_DIRECTORY.is_dir() else None
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`127.0.0.1:9731` or `[::1]:9731` -> (host, port); a ValueError says what is wrong.
-
-    Port 0 binds any free port (tests); `Metrics.serve` returns the one bound.
-    """
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host:
-        example = f"127.0.0.1:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}"
-        msg = f"{listen!r}: expected ADDRESS:PORT, e.g. {example}"
-        raise ValueError(msg)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        msg = f"{listen!r}: an IPv6 address goes in brackets, e.g. [::1]:{DEFAULT_PORT}"
-        raise ValueError(msg)
-    if not port_text.isdigit() or int(port_text) > 65535:
-        msg = f"{listen!r}: the port must be a number from 0 to 65535"
-        raise ValueError(msg)
-    return host, int(port_text)
 
 
 def _trigger(value: str) -> str:
@@ -89,14 +53,16 @@ class Metrics:
     ) -> None:
         try:
             import prometheus_client as pc  # noqa: PLC0415
+
+            from efa_guard.metrics.serve import public_view  # noqa: PLC0415
         except ImportError as e:
             msg = f"metrics need the Prometheus client library (python3-prometheus-client): {e}"
             raise MetricsError(msg) from e
-        self._clock = clock
         self._server: Server | None = None
         self._is_contested = False
-        self.registry = pc.CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._clock = clock
+        r = pc.CollectorRegistry(auto_describe=True)
+        self.registry = public_view(r)  # what a scrape and the textfile show
         self._build = pc.Gauge(
             "efa_guard_build_info", "Version and backend (value 1).", ["version", "backend"],
             registry=r,
@@ -251,7 +217,7 @@ class Metrics:
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Serve /metrics on `listen` in a thread; return the bound (host, port)."""
-        from efa_guard.metrics_http import Server  # noqa: PLC0415
+        from efa_guard.metrics.serve import Server  # noqa: PLC0415
 
         if self._server is not None:
             msg = f"already serving on {self._server.address}"
@@ -264,28 +230,3 @@ class Metrics:
         if self._server is not None:
             self._server.stop()
             self._server = None
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path` and rename it over `path`."""
-    fd = -1
-    tmp = ""
-    try:
-        # node_exporter reads only *.prom: the temporary name must not end so.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # node_exporter runs as another user; our unit's umask is 077
-        os.write(fd, data)
-        os.close(fd)
-        fd = -1
-        Path(tmp).replace(path)
-    except OSError as e:
-        if fd >= 0:
-            os.close(fd)
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        if e.errno == errno.ENOENT and not path.parent.is_dir():
-            reason = "no such directory"
-        msg = f"cannot write metrics to {path}: {reason}"
-        raise TextfileError(msg) from e
-    return path
