@@ -162,11 +162,20 @@ class Metrics:
         self._last_check.set(self._clock())
         self.heartbeat()
 
-    def corrected(self, *, trigger: str, family: str, chain: str, latency_s: float) -> None:
-        """One chain of one family was put back; the chain is in sync again."""
-        self._corrections.labels(trigger=_trigger(trigger), family=family, chain=chain).inc()
-        self._latency.labels(family=family).observe(latency_s)
-        self._in_sync.labels(family=family, chain=chain).set(1)
+    def corrected(
+        self, *, trigger: str, latency_s: float, chains: Iterable[tuple[str, str]]
+    ) -> None:
+        """One correction put `chains` ((family, chain) pairs) back; they are in sync again.
+
+        Each chain counts once; the latency is observed once per family the correction touched.
+        """
+        families = set()
+        for family, chain in chains:
+            self._corrections.labels(trigger=_trigger(trigger), family=family, chain=chain).inc()
+            self._in_sync.labels(family=family, chain=chain).set(1)
+            families.add(family)
+        for family in sorted(families):
+            self._latency.labels(family=family).observe(latency_s)
 
     def correction_failed(self, stage: str) -> None:
         """A read or write failed; `stage` as the journal says it ("read ipv4" counts as read)."""

@@ -59,7 +59,7 @@ def test_fresh_metrics_say_version_backend_and_heartbeat(metrics: Metrics) -> No
 
 def test_no_created_series(metrics: Metrics) -> None:
     """Counters and histograms export no `_created` series (half the series, no use in alerts)."""
-    metrics.corrected(trigger="timer", family="ipv4", chain="filter/X", latency_s=0.01)
+    metrics.corrected(trigger="timer", latency_s=0.01, chains=[("ipv4", "filter/X")])
     text = metrics.text().decode()
     assert "efa_guard_corrections_total" in text
     assert "_created" not in text
@@ -95,8 +95,9 @@ def test_a_failed_check_leaves_the_last_success_time(metrics: Metrics) -> None:
 def test_a_correction_counts_observes_latency_and_restores_in_sync(metrics: Metrics) -> None:
     """corrected() bumps its counter, fills the histogram, and marks the chain in sync."""
     metrics.checked(ok=True, chains=[("ipv4", "raw/EFA_PRE", False)])
-    metrics.corrected(trigger="rule-change", family="ipv4", chain="raw/EFA_PRE", latency_s=0.02)
-    metrics.corrected(trigger="rule-change", family="ipv4", chain="raw/EFA_PRE", latency_s=0.3)
+    chains = [("ipv4", "raw/EFA_PRE")]
+    metrics.corrected(trigger="rule-change", latency_s=0.02, chains=chains)
+    metrics.corrected(trigger="rule-change", latency_s=0.3, chains=chains)
     text = metrics.text().decode()
     labels = {"trigger": "rule-change", "family": "ipv4", "chain": "raw/EFA_PRE"}
     assert value(text, "efa_guard_corrections_total", **labels) == 2
@@ -110,9 +111,21 @@ def test_a_correction_counts_observes_latency_and_restores_in_sync(metrics: Metr
     assert value(text, "efa_guard_policy_in_sync", family="ipv4", chain="raw/EFA_PRE") == 1
 
 
+def test_one_correction_of_several_chains(metrics: Metrics) -> None:
+    """Each chain counts; the latency is one observation per family, not per chain."""
+    chains = [("ipv4", "filter/EFA_INPUT"), ("ipv4", "raw/EFA_PRE"), ("ipv6", "filter/EFA_INPUT")]
+    metrics.corrected(trigger="kube-proxy", latency_s=0.05, chains=chains)
+    text = metrics.text().decode()
+    for family, chain in chains:
+        labels = {"trigger": "kube-proxy", "family": family, "chain": chain}
+        assert value(text, "efa_guard_corrections_total", **labels) == 1
+    assert value(text, "efa_guard_correction_latency_seconds_count", family="ipv4") == 1
+    assert value(text, "efa_guard_correction_latency_seconds_count", family="ipv6") == 1
+
+
 def test_label_values_stay_bounded(metrics: Metrics) -> None:
     """An unknown trigger or a stage with detail becomes a fixed value, never free text."""
-    metrics.corrected(trigger="pid 4242 did it", family="ipv4", chain="filter/X", latency_s=0.01)
+    metrics.corrected(trigger="pid 4242 did it", latency_s=0.01, chains=[("ipv4", "filter/X")])
     metrics.correction_failed("read ipv4+ipv6")
     metrics.correction_failed("something unexpected")
     text = metrics.text().decode()
