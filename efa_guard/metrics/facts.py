@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from efa_guard.events import Trigger
+from efa_guard.metrics import output
 from efa_guard.metrics.output import (
-    DEFAULT_TEXTFILE_DIRECTORY,
     TEXTFILE_NAME,
     ListenError,
     MetricsError,
     TextfileError,
-    default_textfile_directory,
     write_atomic,
 )
 
@@ -218,9 +217,9 @@ class Metrics:
 
     def write_textfile(self, directory: Path | None = None) -> Path:
         """Write `efa_guard.prom` atomically into `directory` (Debian's default if None)."""
-        where = directory or default_textfile_directory()
+        where = directory or output.default_textfile_directory()
         if where is None:
-            msg = f"no textfile directory: {DEFAULT_TEXTFILE_DIRECTORY} does not exist"
+            msg = f"no textfile directory: {output.DEFAULT_TEXTFILE_DIRECTORY} does not exist"
             raise TextfileError(msg)
         return write_atomic(where / TEXTFILE_NAME, self.text())
 

@@ -28,7 +28,8 @@ class ListenError(MetricsError):
 
 def default_textfile_directory() -> Path | None:
     """Debian's node_exporter textfile directory, if it exists here."""
-    return DEFAULT_TEXTFILE_DIRECTORY if DEFAULT_TEXTFILE_DIRECTORY.is_dir() else None
+    where = DEFAULT_TEXTFILE_DIRECTORY
+    return where if where.is_dir() else None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -20,6 +20,7 @@ from efa_guard.metrics import (
     ListenError,
     Metrics,
     TextfileError,
+    output,
     parse_listen,
 )
 
@@ -192,6 +193,28 @@ def test_textfile_is_written_whole_and_readable_by_node_exporter(
     assert value(path.read_text(), "efa_guard_build_info", version="1.2.3", backend="nft") == 1
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == [TEXTFILE_NAME]
+
+
+def test_textfile_is_replaced_by_rename_never_rewritten(metrics: Metrics, tmp_path: Path) -> None:
+    """A rewrite renames a new file over the old one (a reader sees the old or the new, whole)."""
+    first = metrics.write_textfile(tmp_path)
+    reader = first.open()  # node_exporter in the middle of a read
+    metrics.contested(active=True)
+    second = metrics.write_textfile(tmp_path)
+    with reader:
+        assert value(reader.read(), "efa_guard_contested") == 0
+    assert value(second.read_text(), "efa_guard_contested") == 1
+
+
+def test_the_default_directory_is_debians_when_it_exists(
+    metrics: Metrics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No directory given: node_exporter's default, or an error saying it does not exist."""
+    monkeypatch.setattr(output, "DEFAULT_TEXTFILE_DIRECTORY", tmp_path)
+    assert metrics.write_textfile() == tmp_path / TEXTFILE_NAME
+    monkeypatch.setattr(output, "DEFAULT_TEXTFILE_DIRECTORY", tmp_path / "absent")
+    with pytest.raises(TextfileError, match=f"{tmp_path}/absent does not exist"):
+        metrics.write_textfile()
 
 
 def test_textfile_in_a_missing_directory_names_the_path(metrics: Metrics, tmp_path: Path) -> None:
