@@ -1,18 +1,42 @@
-"""`efa-guard history`: the corrections, fights and failures, read back from the journal."""
+"""`efa-guard history`: corrections, fights, failures and stops, read back from the journal.
+
+From this machine's journal, or from a collector's (`systemd-journal-remote` writes one file per
+node into a directory): `directory` and `files` choose, the HOST column (`_HOSTNAME`) tells the
+nodes apart.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
-from efa_guard.catalog import MESSAGE_IDS
+from efa_guard.catalog import MESSAGE_IDS, EventKind
 from efa_guard.errors import EfaGuardError
 from efa_guard.journal import IDENTIFIER
 
-EVENTS = ("drift_corrected", "contested", "correction_failed")
+# Shown unless --kind asks for others (any EventKind may be asked for).
+DEFAULT_KINDS = (
+    EventKind.DRIFT_CORRECTED,
+    EventKind.CORRECTION_FAILED,
+    EventKind.CONTESTED,
+    EventKind.CONTEST_ENDED,
+    EventKind.CONFIG_REJECTED,
+    EventKind.CONFIG_FALLBACK,
+    EventKind.STOPPING,
+    EventKind.CANNOT_START,
+    EventKind.INTERNAL_ERROR,
+)
+EVENTS = tuple(k.value for k in DEFAULT_KINDS)
+
+
+class HistorySourceError(EfaGuardError):
+    """A journal directory or file to read does not exist; names it."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +44,7 @@ class Entry:
     """One past event."""
 
     time: datetime
+    host: str
     event: str
     trigger: str
     drift: tuple[str, ...]
@@ -33,6 +58,7 @@ class Entry:
         """JSON-ready form."""
         return {
             "time": self.time.isoformat(),
+            "host": self.host,
             "event": self.event,
             "trigger": self.trigger,
             "drift": list(self.drift),
@@ -45,11 +71,24 @@ class Entry:
         }
 
 
-def journalctl_argv(*, since: str | None, unit: str | None = None) -> list[str]:
-    """The journalctl query: our identifier, and the MESSAGE_IDs of history events (ORed)."""
+def journalctl_argv(  # noqa: PLR0913 - one keyword per journalctl option
+    *,
+    since: str | None,
+    unit: str | None = None,
+    directory: Path | None = None,
+    files: Sequence[str] = (),
+    hosts: Sequence[str] = (),
+    kinds: Sequence[str] = EVENTS,
+) -> list[str]:
+    """The journalctl query: our identifier AND (any of the kinds' MESSAGE_IDs) AND (any host)."""
     exe = shutil.which("journalctl") or "journalctl"
-    argv = [exe, "--no-pager", "--output=json", f"SYSLOG_IDENTIFIER={IDENTIFIER}"]
-    argv += [f"MESSAGE_ID={MESSAGE_IDS[e]}" for e in EVENTS]
+    argv = [exe, "--no-pager", "--output=json"]
+    if directory is not None:
+        argv.append(f"--directory={directory}")
+    argv += [f"--file={f}" for f in files]
+    argv.append(f"SYSLOG_IDENTIFIER={IDENTIFIER}")
+    argv += [f"MESSAGE_ID={MESSAGE_IDS[k]}" for k in dict.fromkeys(kinds)]
+    argv += [f"_HOSTNAME={h}" for h in dict.fromkeys(hosts)]
     if since:
         argv.append(f"--since={since}")
     if unit:
@@ -78,6 +117,7 @@ def parse(lines: str) -> list[Entry]:
         out.append(
             Entry(
                 time=datetime.fromtimestamp(usec / 1e6, tz=UTC),
+                host=rec.get("_HOSTNAME", ""),
                 event=names.get(rec.get("MESSAGE_ID", ""), rec.get("EFA_EVENT", "?")),
                 trigger=rec.get("TRIGGER", ""),
                 drift=drift_list,
@@ -96,9 +136,29 @@ def _null(value: str, default: str) -> str:
     return default if value == "null" else value
 
 
-def read(*, since: str | None) -> list[Entry]:
-    """Run journalctl and parse its output."""
-    argv = journalctl_argv(since=since)
+def check_sources(directory: Path | None, files: Sequence[str]) -> None:
+    """Refuse a journal directory or file that is not there, before journalctl says it less well."""
+    if directory is not None and not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        msg = f"journal directory {directory} {what}"
+        raise HistorySourceError(msg)
+    for f in files:
+        if not glob.glob(f):  # noqa: PTH207 - journalctl --file takes a glob; so do we
+            msg = f"journal file {f} does not exist"
+            raise HistorySourceError(msg)
+
+
+def read(
+    *,
+    since: str | None,
+    directory: Path | None = None,
+    files: Sequence[str] = (),
+    hosts: Sequence[str] = (),
+    kinds: Sequence[str] = EVENTS,
+) -> list[Entry]:
+    """Run journalctl on this machine's journal, or on `directory`/`files`, and parse its output."""
+    check_sources(directory, files)
+    argv = journalctl_argv(since=since, directory=directory, files=files, hosts=hosts, kinds=kinds)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -114,14 +174,15 @@ def read(*, since: str | None) -> list[Entry]:
 def table(entries: list[Entry]) -> str:
     """A human table, oldest first."""
     if not entries:
-        return "no corrections recorded"
-    rows = [("TIME (UTC)", "EVENT", "TRIGGER", "LATENCY", "CULPRIT", "WHAT")]
+        return "no events recorded"
+    rows = [("TIME (UTC)", "HOST", "EVENT", "TRIGGER", "LATENCY", "CULPRIT", "WHAT")]
     for e in entries:
         latency = f"{e.latency_ms:.1f} ms" if e.latency_ms is not None else "-"
         what = "; ".join(e.drift) if e.drift else e.message
         rows.append(
             (
                 e.time.strftime("%Y-%m-%d %H:%M:%S"),
+                e.host or "-",
                 e.event,
                 e.trigger or "-",
                 latency,
@@ -129,8 +190,9 @@ def table(entries: list[Entry]) -> str:
                 what,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    last = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(last)]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:last], widths, strict=True)) + "  " + r[last]
         for r in rows
     )

@@ -807,7 +807,9 @@ class Demo:
         self.expect(rejected == 1, "exactly one config_rejected event", f"{rejected}")
         print(f"\nWhat the daemon did, read back from the journal (entries since {since}):")
         self.efa("history", "--since", since, rc=0, contains=("drift_corrected",))
-        proc = self.efa("history", "--since", since, "--json", rc=0, show=False)
+        proc = self.efa(
+            "history", "--since", since, "--kind", "drift_corrected", "--json", rc=0, show=False
+        )
         try:
             entries: list[dict[str, object]] = json.loads(proc.stdout)
         except ValueError as exc:

@@ -101,7 +101,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     from efa_guard import history  # noqa: PLC0415
 
     try:
-        entries = history.read(since=args.since)
+        entries = history.read(
+            since=args.since,
+            directory=args.directory,
+            files=args.file or (),
+            hosts=args.host or (),
+            kinds=args.kind or history.EVENTS,
+        )
     except EfaGuardError as e:
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from efa_guard.catalog import EventKind
 from efa_guard.config import DEFAULT_PATH
 from efa_guard.log import LOG_FORMATS
 
@@ -167,9 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
         "history",
         "efa_guard.cli.commands:cmd_history",
         "past corrections, fights and failures, read from the journal",
-        "Read efa-guard's events back from the journal: corrections, fights, failures, "
-        "rejected configs, starts and stops.",
+        "Read efa-guard's events from this machine's journal, or from a collector's "
+        "(systemd-journal-remote) with --directory or --file. Shows the events an operator "
+        "needs to reconstruct what happened (corrections, fights, failures, rejected and "
+        "fallback configs, starts and stops) unless --kind says otherwise. Exit 3 if a "
+        "journal directory or file does not exist.",
     )
     hist.add_argument("--since", help="as journalctl --since: '1 hour ago', 'today', a date")
+    hist.add_argument(
+        "--directory", type=Path, help="read the journal files in DIR (a collector's)"
+    )
+    hist.add_argument(
+        "--file", action="append", metavar="FILE", help="read this journal file (repeatable)"
+    )
+    hist.add_argument(
+        "--host", action="append", metavar="NAME", help="only this _HOSTNAME (repeatable)"
+    )
+    hist.add_argument(
+        "--kind",
+        action="append",
+        choices=[k.value for k in EventKind],
+        help="only this event kind (repeatable)",
+    )
     hist.add_argument("--json", action="store_true", help="machine-readable")
     return parser

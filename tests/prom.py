@@ -1,0 +1,124 @@
+"""A real Prometheus server for tests: started on loopback with our alert rules, always stopped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from support import REPO
+
+RULES = REPO / "config" / "prometheus" / "efa-guard-alerts.yml"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.create_server((host, 0)) as s:
+        return int(s.getsockname()[1])
+
+
+def prometheus_binary() -> str | None:
+    """Debian's prometheus server, if installed."""
+    return shutil.which("prometheus")
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    """A running server and its HTTP API."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def api(self, path: str, **params: str) -> Any:  # noqa: ANN401 - JSON
+        """GET /api/v1/<path>; the `data` of a successful answer."""
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=5) as resp:  # noqa: S310
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's result vector."""
+        data = self.api("query", query=promql)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def firing(self) -> list[dict[str, str]]:
+        """The labels of every firing alert."""
+        return [a["labels"] for a in self.api("alerts")["alerts"] if a["state"] == "firing"]
+
+    def wait(self, what: str, ok: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Poll until `ok()`; fail naming `what`."""
+        deadline = time.monotonic() + timeout
+        while not ok():
+            if time.monotonic() > deadline:
+                msg = f"timed out waiting for {what}"
+                raise AssertionError(msg)
+            time.sleep(0.25)
+
+
+def config(targets: Sequence[str], *, job: str = "efa-guard", interval: str = "1s") -> str:
+    """prometheus.yml: one job scraping `targets`, our alert rules evaluated every `interval`.
+
+    JSON is YAML, so no YAML library is needed.
+    """
+    return json.dumps(
+        {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+        },
+        indent=2,
+    )
+
+
+@contextmanager
+def prometheus(
+    workdir: Path, targets: Sequence[str], *, job: str = "efa-guard"
+) -> Iterator[Prometheus]:
+    """Start Prometheus on a free loopback port scraping `targets`; stop it (by PID) afterwards."""
+    exe = prometheus_binary()
+    assert exe is not None, "prometheus missing"
+    (workdir / "prometheus.yml").write_text(config(targets, job=job))
+    port = free_port()
+    argv = [
+        exe,
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    log = (workdir / "prometheus.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    server = Prometheus(url=f"http://127.0.0.1:{port}", process=proc)
+    try:
+        server.wait("prometheus ready", lambda: _ready(server), timeout=30)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _ready(server: Prometheus) -> bool:
+    if server.process.poll() is not None:
+        msg = f"prometheus exited {server.process.returncode}"
+        raise AssertionError(msg)
+    try:
+        with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except OSError:
+        return False
