@@ -4,22 +4,35 @@
 PYTHON      ?= /usr/bin/python3
 VENV        ?= .venv
 VENV_OLD    ?= .venv-bookworm
-APT_PACKAGES = iptables iproute2 nmap python3-venv systemd systemd-container debootstrap util-linux
+APT_PACKAGES = iptables iproute2 nmap python3-venv systemd systemd-container debootstrap util-linux \
+               nftables prometheus prometheus-node-exporter systemd-journal-remote \
+               libmonitoring-plugin-perl
 # Debian bookworm's versions of our dependencies: the oldest generation we support.
-BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.1
+BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.1 \
+                prometheus-client==0.16.0
 
 .PHONY: all deps demo test test-unit test-bookworm lint typecheck bench deb lintian clean
 
 all: test
 
-# $(call apt_ensure,PACKAGES): install the Debian packages that are missing.
+# $(call apt_ensure,PACKAGES): install the Debian packages that are missing. Services they
+# ship (prometheus, node_exporter) are never started by the install (policy-rc.d) and are
+# disabled again: the tests start their own, on loopback, and stop them.
 define apt_ensure
 	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  rc=/usr/sbin/policy-rc.d; made=""; \
+	  if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' > $$rc; chmod 755 $$rc; made=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing; status=$$?; \
+	  if [ -n "$$made" ]; then rm -f $$rc; fi; \
+	  for s in prometheus prometheus-node-exporter; do \
+	    case " $$missing " in *" $$s "*) systemctl disable --quiet $$s.service 2>/dev/null || true;; esac; \
+	  done; \
+	  exit $$status; \
 	fi
 endef
 

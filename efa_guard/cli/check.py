@@ -171,8 +171,8 @@ def _load(path: Path) -> tuple[configmod.Config, str, tuple[str, ...]]:
     return cfg, lastgood.sha256(cfg.text), ()
 
 
-class _TimedOutError(Exception):
-    """The check ran past --timeout."""
+class _TimedOutError(BaseException):
+    """The check ran past --timeout (a BaseException: no catch-all may swallow it)."""
 
 
 def _alarm(_signum: int, _frame: object) -> None:
