@@ -33,6 +33,7 @@ class EventKind(enum.StrEnum):
     CONTEST_ENDED = "contest_ended"
     CONFIG_FALLBACK = "config_fallback"
     LOG_ENTRIES_DROPPED = "log_entries_dropped"
+    METRICS_FAILED = "metrics_failed"
 
     @property
     def message_id(self) -> str:
@@ -63,4 +64,5 @@ MESSAGE_IDS: dict[str, str] = {
     EventKind.CONTEST_ENDED: "17abfd60c3c14fd59863bdc27628560e",
     EventKind.CONFIG_FALLBACK: "f8853e88d5974128971a2808eaa1bd60",
     EventKind.LOG_ENTRIES_DROPPED: "18356146601949e892b97acb026e37c5",
+    EventKind.METRICS_FAILED: "0238929eba264232bfaf8d100341ba00",
 }

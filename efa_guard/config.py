@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
 
+from efa_guard.config_metrics import MetricsConfig, parse_metrics
 from efa_guard.errors import ConfigError
 from efa_guard.policy import (
     FAMILIES,
@@ -43,11 +44,14 @@ _RESERVED_CHAINS = frozenset(
 )
 _PORT_SPEC = re.compile(r"(\d{1,5})(?:\s*[-:]\s*(\d{1,5}))?")
 
-_TOP_KEYS = frozenset({"backend", "interface", "families", "chain", "daemon", "exposure"})
+_TOP_KEYS = frozenset(
+    {"backend", "interface", "families", "chain", "daemon", "exposure", "metrics"}
+)
 # What may be visible on the management interface unless the config says otherwise:
 # the seed's exceptions and SSH.
 DEFAULT_ALLOW_TCP = (PortRange(22, 22), PortRange(6514, 6514), PortRange(8078, 8078))
 DEFAULT_ALLOWLIST = Allowlist(tcp=DEFAULT_ALLOW_TCP)
+DEFAULT_METRICS = MetricsConfig()
 _CHAIN_KEYS = frozenset({"name", "table", "hook", "rule"})
 _RULE_KEYS = frozenset({"protocol", "ports", "except", "new_only", "interface"})
 
@@ -85,6 +89,7 @@ class Config:
     policy: Policy
     daemon: Daemon = Daemon()
     exposure: Allowlist = DEFAULT_ALLOWLIST
+    metrics: MetricsConfig = DEFAULT_METRICS
     text: str = field(default="", compare=False, repr=False)  # the source, for last-known-good
 
 
@@ -165,6 +170,7 @@ class _Validator:
             policy=Policy(chains, self.families(data.get("families", list(FAMILIES)))),
             daemon=self.daemon(data.get("daemon", {})),
             exposure=self.allowlist(data.get("exposure", {})),
+            metrics=parse_metrics(data.get("metrics", {}), self.fail),
         )
 
     def allowlist(self, raw: object) -> Allowlist:

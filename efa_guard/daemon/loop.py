@@ -60,7 +60,12 @@ class Loop:
             if rec.status.ready and not announced:
                 notifier.ready(self.status_text())
                 announced = True
-            deadlines = [next_timer, rec.schedule.next_deadline(), next_ping]
+            deadlines = [
+                next_timer,
+                rec.schedule.next_deadline(),
+                next_ping,
+                self.publisher.next_deadline(),
+            ]
             wait = max(0.0, min(d for d in deadlines if d is not None) - clock())
             batch: list[Event] = []
             try:

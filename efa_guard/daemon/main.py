@@ -17,6 +17,7 @@ from efa_guard.daemon.reload import ThreadLoader
 from efa_guard.daemon.report import Reporter
 from efa_guard.daemon.step import Hooks, Reconciler, Status
 from efa_guard.daemon.survey import ExposureWatch
+from efa_guard.daemon.telemetry import Telemetry
 from efa_guard.errors import ConfigError
 from efa_guard.events import Event, Trigger
 from efa_guard.iptables import choose
@@ -75,7 +76,8 @@ def run(path: Path, log: Logger) -> int:
         for s in sources:
             s.reconfigure(new)
 
-    report = Reporter(log=log, notifier=notifier, backend=ipt.kind)
+    telemetry = Telemetry.start(cfg.metrics, log, ipt.kind)
+    report = Reporter(log=log, notifier=notifier, backend=ipt.kind, telemetry=telemetry)
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     rec = Reconciler(
         config=cfg,
@@ -90,7 +92,7 @@ def run(path: Path, log: Logger) -> int:
         ),
         loader=ThreadLoader(wake=lambda: events.put(Event(Trigger.CONFIG_LOADED))),
     )
-    publisher = Publisher(rec)
+    publisher = Publisher(rec, exposure=exposure, telemetry=telemetry)
     loop = Loop(rec=rec, notifier=notifier, exposure=exposure, publisher=publisher, events=events)
     loop.install_signals()
     sources += start_sources(
@@ -123,5 +125,7 @@ def run(path: Path, log: Logger) -> int:
     publisher.publish(running=False)
     for s in reversed(sources):
         s.stop()
+    if telemetry is not None:
+        telemetry.close()
     clear_backend()
     return 0

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 from efa_guard.daemon.step import Reconciler
+from efa_guard.daemon.survey import ExposureWatch
+from efa_guard.daemon.telemetry import Telemetry
 from efa_guard.lastgood import sha256
 from efa_guard.render import desired_states
 from efa_guard.rundir import write_json
@@ -26,11 +28,22 @@ class Publisher:
     """Writes state.json: what runs, what was verified, the fight, the heartbeat."""
 
     rec: Reconciler
+    exposure: ExposureWatch | None = None
+    telemetry: Telemetry | None = None
     started: float = field(default_factory=time.time)
 
     def publish(self, *, running: bool = True) -> None:
         """Write the state after each turn of the loop (a small file on tmpfs: ~0.1 ms)."""
-        write_json(STATE_FILE, self.snapshot(running=running))
+        snapshot = self.snapshot(running=running)
+        write_json(STATE_FILE, snapshot)
+        if self.telemetry is not None:
+            exposed = len(self.exposure.exposed or {}) if self.exposure else 0
+            self.telemetry.state(snapshot, exposed)
+            self.telemetry.flush()
+
+    def next_deadline(self) -> float | None:
+        """When the metrics textfile is next due (time.monotonic()), if metrics are on."""
+        return self.telemetry.due() if self.telemetry is not None else None
 
     def snapshot(self, *, running: bool = True) -> dict[str, object]:
         """The state as a JSON-ready dict (schema 1, documented in efa-guard(8))."""

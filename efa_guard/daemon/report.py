@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from efa_guard.catalog import EventKind
 from efa_guard.daemon.fights import Contest, ContestEnded
 from efa_guard.daemon.reload import Reloaded
+from efa_guard.daemon.telemetry import Telemetry
 from efa_guard.enforce import Inspection
 from efa_guard.errors import CommandError, ConfigError
 from efa_guard.events import Event, Trigger, culprit, label
@@ -32,6 +33,12 @@ class Reporter:
     log: Logger
     notifier: Notifier
     backend: str
+    telemetry: Telemetry | None = None
+
+    def checked(self, insp: Inspection | None) -> None:
+        """A check ran (None: its read failed); only metrics care."""
+        if self.telemetry is not None:
+            self.telemetry.checked(insp)
 
     def asserted(self, insp: Inspection, *, hash_after: str) -> None:
         """The startup assert: what was found, and whether anything was written."""
@@ -97,6 +104,8 @@ class Reporter:
         )
         where = ", ".join(chains)
         self.notifier.status(f"policy in place; last correction: {trigger}{by} in {where}")
+        if self.telemetry is not None:
+            self.telemetry.corrected(str(trigger), latency_ms / 1000, chains)
 
     def failed(self, events: list[Event], error: Exception, *, stage: str) -> None:
         """A read or write that failed, with the command's evidence."""
@@ -107,6 +116,10 @@ class Reporter:
                 "returncode": error.returncode,
                 "stderr": error.stderr.strip(),
             }
+        if self.telemetry is not None:
+            self.telemetry.metrics.correction_failed(stage)
+            if stage.startswith("read"):
+                self.telemetry.checked(None)
         self.log.error(
             EventKind.CORRECTION_FAILED,
             message=f"cannot {stage} the policy ({label(events)}): {error}",

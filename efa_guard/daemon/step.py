@@ -163,6 +163,7 @@ class Reconciler:
 
     def _checked(self, events: list[Event], policy: Policy, insp: Inspection) -> None:
         trigger = label(events)
+        self.report.checked(insp)
         if insp.in_sync:
             self._in_place(policy, insp.observed_hash)
             if trigger is Trigger.STARTUP:
@@ -180,6 +181,7 @@ class Reconciler:
             self._failed(events, e, stage="write")
             return
         cost = _cpu() - cpu
+        self.report.checked(outcome.after)
         self.status.counts.corrections += 1
         self.status.last_correction = time.time()
         self._in_place(policy, outcome.after.observed_hash)

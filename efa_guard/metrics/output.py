@@ -27,8 +27,8 @@ class ListenError(MetricsError):
 
 
 def default_textfile_directory() -> Path | None:
-    """Debian's node_exporter textfile directory, if it exists here."""
-    where = DEFAULT_TEXTFILE_DIRECTORY
+    """Debian's node_exporter textfile directory ($EFA_GUARD_TEXTFILE_DIR), if it exists here."""
+    where = Path(os.environ.get("EFA_GUARD_TEXTFILE_DIR") or DEFAULT_TEXTFILE_DIRECTORY)
     return where if where.is_dir() else None
 
 

@@ -30,7 +30,12 @@ def guard(request: pytest.FixtureRequest, box: Sandbox, tmp_path: Path) -> Guard
 def _run_from_repo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Subprocesses import efa_guard from this checkout and keep their state in tmp_path."""
     monkeypatch.chdir(REPO)
-    for name, sub in (("RUN", "run"), ("STATE", "state"), ("SYSTEMD", "systemd")):
+    for name, sub in (
+        ("RUN", "run"),
+        ("STATE", "state"),
+        ("SYSTEMD", "systemd"),
+        ("TEXTFILE", "prom"),
+    ):
         (tmp_path / sub).mkdir(mode=0o700)
         monkeypatch.setenv(f"EFA_GUARD_{name}_DIR", str(tmp_path / sub))
     monkeypatch.setenv("EFA_GUARD_DEFAULT", str(DEFAULT_CONFIG))
