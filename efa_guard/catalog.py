@@ -34,6 +34,10 @@ class EventKind(enum.StrEnum):
     CONFIG_FALLBACK = "config_fallback"
     LOG_ENTRIES_DROPPED = "log_entries_dropped"
     METRICS_FAILED = "metrics_failed"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    DRIFT_OBSERVED = "drift_observed"
+    POLICY_REMOVED = "policy_removed"
 
     @property
     def message_id(self) -> str:
@@ -65,4 +69,8 @@ MESSAGE_IDS: dict[str, str] = {
     EventKind.CONFIG_FALLBACK: "f8853e88d5974128971a2808eaa1bd60",
     EventKind.LOG_ENTRIES_DROPPED: "18356146601949e892b97acb026e37c5",
     EventKind.METRICS_FAILED: "0238929eba264232bfaf8d100341ba00",
+    EventKind.PAUSED: "62a1c511c47242b29bc14c088a1365d4",
+    EventKind.RESUMED: "26040628ddf440de953a96f8d85c64fd",
+    EventKind.DRIFT_OBSERVED: "3dfe10d0e16b4add9b6390f90b306973",
+    EventKind.POLICY_REMOVED: "e30188803a86492783ed93e9b91f6a82",
 }

@@ -66,6 +66,7 @@ class Daemon:
     contest_window: float = 10.0  # ... within this many seconds is a fight
     backoff_max: float = 5.0  # cap of the delay between corrections once the budget is spent
     cpu_budget: float = 0.10  # share of one core corrections may use over contest_window
+    pause_max: float = 4 * 3600.0  # the longest `efa-guard pause --for` accepted
 
 
 # key -> (type, minimum, maximum)
@@ -76,6 +77,7 @@ _DAEMON_KEYS: dict[str, tuple[type, float, float]] = {
     "contest_window": (float, 0.1, 3600.0),
     "backoff_max": (float, 0.01, 3600.0),
     "cpu_budget": (float, 0.001, 1.0),
+    "pause_max": (float, 60.0, 7 * 86400.0),
 }
 
 

@@ -22,11 +22,14 @@ class Trigger(enum.StrEnum):
     FOLLOW_UP = "follow-up"
     STOP = "stop"
     STATUS = "status"
+    PAUSE = "pause"  # `efa-guard pause`/`resume` changed the pause file (SIGUSR2)
+    RESUME = "resume"  # a pause ended: re-assert the policy
 
 
 # Lower index wins when a burst mixes triggers.
 PRECEDENCE = (
     Trigger.CONFIG_RELOAD,
+    Trigger.RESUME,
     Trigger.INTERFACE,
     Trigger.KUBE_PROXY,
     Trigger.RULE_CHANGE,
@@ -37,6 +40,7 @@ PRECEDENCE = (
     Trigger.STARTUP,
     Trigger.STOP,
     Trigger.STATUS,
+    Trigger.PAUSE,
     Trigger.CONFIG_LOADED,
 )
 

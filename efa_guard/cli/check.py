@@ -34,13 +34,14 @@ from efa_guard.exposure import table as exposure_table
 from efa_guard.iptables import Iptables
 
 
-def _check_report(
+def _check_report(  # noqa: PLR0913 - keyword-only switches of one report
     cfg: configmod.Config,
     ipt: Iptables,
     warnings: tuple[str, ...],
     *,
     fix: bool,
     exposure: bool = True,
+    paused: bool = False,
 ) -> Report:
     outcome: Outcome | None = None
     if fix:
@@ -93,6 +94,9 @@ def _check_report(
         summary = f"corrected {len(insp.drifts)} drift(s) on {ipt.kind}: {drift_summary(insp)}"
         return Report(WARNING, summary + perf, details, data)
     summary = f"{len(insp.drifts)} drift(s) on {ipt.kind}: {drift_summary(insp)}"
+    if paused:  # the operator's maintenance: loud, but not an incident
+        perf = perf.replace(";;0;0;", ";;;0;", 1)
+        return Report(WARNING, f"enforcement PAUSED, {summary}{perf}", details, data)
     return Report(CRITICAL, summary + perf, details, data)
 
 
@@ -201,7 +205,9 @@ def _check(args: argparse.Namespace) -> Report:
             broken = ()  # the daemon's own words say it, with what it enforces
         warnings = (*broken, *view.warnings, *warnings)
         ipt.memo = None if args.fix else {}  # one snapshot: the exposure survey reuses reads
-        report = _check_report(cfg, ipt, warnings, fix=args.fix, exposure=not args.no_exposure)
+        report = _check_report(
+            cfg, ipt, warnings, fix=args.fix, exposure=not args.no_exposure, paused=view.paused
+        )
         report.data["daemon"] = view.data
     except (ConfigError, IptablesMissingError, PrivilegeError) as e:
         report = Report(UNKNOWN, str(e), data={"error": str(e), "config": str(args.config)})

@@ -22,6 +22,11 @@ class DaemonView:
     warnings: tuple[str, ...]
     data: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def paused(self) -> bool:
+        """Whether enforcement is paused for maintenance (drift is then the operator's)."""
+        return self.data.get("paused_until") is not None
+
 
 def alive_here(pid: object) -> bool:
     """Whether the PID runs, in this network namespace (a test's daemon elsewhere is not ours)."""
@@ -37,6 +42,44 @@ def alive_here(pid: object) -> bool:
 
 def _clock(t: object) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if isinstance(t, float | int) else "?"
+
+
+def _liveness(state: dict[str, object], now: float) -> list[str]:
+    heartbeat = state.get("heartbeat")
+    interval = state.get("interval_s")
+    stale_after = 3 * float(interval) + 10 if isinstance(interval, int | float) else 60.0
+    age = now - float(heartbeat) if isinstance(heartbeat, int | float) else None
+    if age is None or age > stale_after:
+        shown = "never" if age is None else f"{age:.0f} s ago"
+        return [f"the daemon's heartbeat is stale (last {shown}): it may be hung"]
+    return []
+
+
+def _config(state: dict[str, object], file_sha256: str) -> list[str]:
+    rejected = state.get("rejected")
+    source = state.get("config_source", "file")
+    if isinstance(rejected, dict):
+        why = f"{rejected.get('path')}: {rejected.get('key')}: {rejected.get('reason')}"
+        if source != "file":
+            return [f"the daemon enforces the {source} policy; the config file is broken: {why}"]
+        if rejected.get("sha256") == file_sha256:
+            return [f"the daemon rejected the config file and runs the previous one ({why})"]
+    if file_sha256 and state.get("config_sha256") not in ("", file_sha256):
+        return ["the daemon runs an older config than the file: run `efa-guard reload`"]
+    return []
+
+
+def _activity(state: dict[str, object]) -> list[str]:
+    out = []
+    until = state.get("paused_until")
+    if isinstance(until, float | int):
+        by, reason = state.get("paused_by"), state.get("paused_reason")
+        out.append(f"enforcement is PAUSED by {by} until {_clock(until)}: {reason}")
+    since = state.get("contested_since")
+    if since is not None:
+        total = state.get("contest_total")
+        out.append(f"the policy is contested since {_clock(since)} ({total} corrections so far)")
+    return out
 
 
 def assess(
@@ -56,30 +99,7 @@ def assess(
             return DaemonView((), data)
         why = "efa-guard.service is enabled but no daemon is running: nothing re-asserts the policy"
         return DaemonView((why,), data)
-    out: list[str] = []
-    heartbeat = state.get("heartbeat")
-    interval = state.get("interval_s")
-    stale_after = 3 * float(interval) + 10 if isinstance(interval, int | float) else 60.0
-    age = now - float(heartbeat) if isinstance(heartbeat, int | float) else None
-    if age is None or age > stale_after:
-        shown = "never" if age is None else f"{age:.0f} s ago"
-        out.append(f"the daemon's heartbeat is stale (last {shown}): it may be hung")
-    rejected = state.get("rejected")
-    source = state.get("config_source", "file")
-    if isinstance(rejected, dict):
-        why = f"{rejected.get('path')}: {rejected.get('key')}: {rejected.get('reason')}"
-        if source != "file":
-            out.append(
-                f"the daemon enforces the {source} policy: the config file is broken ({why})"
-            )
-        elif rejected.get("sha256") == file_sha256:
-            out.append(f"the daemon rejected the config file and runs the previous one ({why})")
-    if not out and file_sha256 and state.get("config_sha256") not in ("", file_sha256):
-        out.append("the daemon runs an older config than the file: run `efa-guard reload`")
-    since = state.get("contested_since")
-    if since is not None:
-        total = state.get("contest_total")
-        out.append(f"the policy is contested since {_clock(since)} ({total} corrections so far)")
+    out = [*_liveness(state, now), *_config(state, file_sha256), *_activity(state)]
     view = {
         k: state.get(k)
         for k in (

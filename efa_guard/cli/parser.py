@@ -56,6 +56,15 @@ def _positive(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    from efa_guard.pause import parse_duration  # noqa: PLC0415
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one subparser per command."""
     common = Parser(add_help=False)
@@ -138,6 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reload.add_argument(
         "--timeout", type=_positive, default=30.0, help="seconds to wait (default 30)"
+    )
+    pause_cmd = command(
+        "pause",
+        "efa_guard.cli.pausing:cmd_pause",
+        "stop correcting for a maintenance window (the daemon keeps watching)",
+        "Pause enforcement: the running daemon stops correcting, keeps observing, and logs "
+        "every change it sees as drift_observed. The pause always ends: at --for's deadline "
+        "the daemon resumes on its own and re-asserts the policy. It survives a daemon "
+        "restart, not a reboot. Exit 0 paused, 1 refused (already paused, longer than "
+        "daemon.pause_max), 3 no running daemon.",
+    )
+    pause_cmd.add_argument(
+        "--for",
+        dest="duration",
+        type=_duration,
+        default=15 * 60.0,
+        metavar="DURATION",
+        help="how long: 90s, 15m, 2h (default 15m; at most daemon.pause_max, default 4h)",
+    )
+    pause_cmd.add_argument(
+        "--reason", default="maintenance", help="why (shown in the journal and by check)"
+    )
+    command(
+        "resume",
+        "efa_guard.cli.pausing:cmd_resume",
+        "end a pause now; the policy is re-asserted at once",
+        "End a maintenance pause before its deadline. Exit 0 resumed, 1 not paused, 3 no "
+        "running daemon.",
     )
     run = command(
         "run",

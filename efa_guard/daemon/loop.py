@@ -30,8 +30,8 @@ class Loop:
     events: queue.SimpleQueue[Event] = field(default_factory=queue.SimpleQueue)
 
     def install_signals(self) -> None:
-        """SIGHUP reloads, SIGUSR1 logs the status, SIGTERM/SIGINT stop."""
-        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        """SIGHUP reloads, SIGUSR1 logs the status, SIGUSR2 re-reads the pause, SIGTERM stops."""
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -39,6 +39,8 @@ class Loop:
             self.events.put(Event(Trigger.CONFIG_RELOAD, detail="SIGHUP"))
         elif signum == signal.SIGUSR1:
             self.events.put(Event(Trigger.STATUS, detail="SIGUSR1"))
+        elif signum == signal.SIGUSR2:
+            self.events.put(Event(Trigger.PAUSE, detail="SIGUSR2"))
         else:
             self.events.put(Event(Trigger.STOP, detail=signal.Signals(signum).name))
 
@@ -57,7 +59,8 @@ class Loop:
         next_ping = clock() + ping if ping else None
         while True:
             # READY=1 only once the policy is known to be in place: network-pre.target waits.
-            if rec.status.ready and not announced:
+            # A pause carried over a restart is the operator's choice: READY all the same.
+            if (rec.status.ready or rec.schedule.pause) and not announced:
                 notifier.ready(self.status_text())
                 announced = True
             deadlines = [
@@ -96,6 +99,10 @@ class Loop:
         """Systemd's StatusText: what is enforced, and anything an operator must know."""
         st = self.rec.status
         text = f"policy in place on {self.rec.ipt.kind}, sha256 {st.last_hash[:12]}"
+        held = self.rec.schedule.pause
+        if held is not None:
+            until = time.strftime("%H:%M:%S", time.localtime(held.until))
+            return f"PAUSED by {held.by} until {until}: {held.reason}"
         if st.source != "file" and st.rejected:
             text = (
                 f"{st.source.upper()} policy enforced on {self.rec.ipt.kind}: config file "

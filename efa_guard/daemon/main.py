@@ -111,6 +111,7 @@ def run(path: Path, log: Logger) -> int:
     )
     if broken is not None:
         report.fallback(broken, status.source)
+    rec.pause_from_file()
     rec.startup()
     exposure.maybe_survey(rec.config, force=True)
     publisher.publish()

@@ -71,4 +71,7 @@ class Publisher:
             "contest_window_s": cfg.daemon.contest_window,
             "last_contest": _wall(fights.recent[-1][0]) if fights.since and fights.recent else None,
             "rejected": st.rejected,
+            "paused_until": rec.schedule.pause.until if rec.schedule.pause else None,
+            "paused_by": rec.schedule.pause.by if rec.schedule.pause else None,
+            "paused_reason": rec.schedule.pause.reason if rec.schedule.pause else None,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from efa_guard.catalog import EventKind
@@ -13,8 +14,13 @@ from efa_guard.errors import CommandError, ConfigError
 from efa_guard.events import Event, Trigger, culprit, label
 from efa_guard.log import Logger
 from efa_guard.notify import Notifier
+from efa_guard.pause import Pause
 
 _SHOWN = 4
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
 
 
 def _by(events: list[Event]) -> tuple[str, dict[str, object]]:
@@ -164,6 +170,44 @@ class Reporter:
             duration_s=round(lasted, 3),
         )
         self.notifier.status(f"policy in place on {self.backend}; a contest ended")
+
+    def paused(self, pause: Pause, *, carried: bool) -> None:
+        """Enforcement paused: who, why, until when."""
+        until = _clock(pause.until)
+        again = " (still, after a daemon restart)" if carried else ""
+        self.log.warning(
+            EventKind.PAUSED,
+            message=f"enforcement paused{again} by {pause.by} until {until}: {pause.reason}",
+            by=pause.by,
+            reason=pause.reason,
+            until=pause.until,
+            carried=carried,
+        )
+        self.notifier.status(f"PAUSED by {pause.by} until {until}: {pause.reason}")
+
+    def resumed(self, pause: Pause, why: str) -> None:
+        """The pause ended: the policy goes back at once."""
+        self.log.warning(
+            EventKind.RESUMED,
+            message=f"enforcement resumed ({why}); paused by {pause.by}: {pause.reason}",
+            reason=why,
+            paused_by=pause.by,
+            paused_for=pause.reason,
+        )
+        self.notifier.status(f"policy being re-asserted on {self.backend} after a pause")
+
+    def drift_observed(self, insp: Inspection, pause: Pause | None) -> None:
+        """Drift seen while paused, left alone."""
+        drift = [d.describe() for d in insp.drifts]
+        who = f" (paused by {pause.by})" if pause else ""
+        self.log.warning(
+            EventKind.DRIFT_OBSERVED,
+            message=f"drift left in place while paused{who}: "
+            + "; ".join(drift[:_SHOWN])
+            + (f"; and {len(drift) - _SHOWN} more" if len(drift) > _SHOWN else ""),
+            drift=drift,
+            hash_observed=insp.observed_hash,
+        )
 
     def interface(self, event: Event) -> None:
         """An interface went down, up, away or came back."""

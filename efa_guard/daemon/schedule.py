@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from efa_guard.events import Event, Trigger
+from efa_guard.pause import Pause
 
 _PENDING_KEEP = 32
 
@@ -16,6 +17,9 @@ class Schedule:
     hold_until: float = 0.0
     pending: list[Event] = field(default_factory=list)
     follow_ups: list[float] = field(default_factory=list)
+    pause: Pause | None = None  # enforcement paused: observe, never correct
+    pause_ends: float = 0.0  # the pause's deadline on this clock
+    seen_while_paused: str = ""  # the observed hash last reported while paused
 
     def hold(self, until: float) -> None:
         """No check before `until` (held events wait in `pending`)."""
@@ -44,19 +48,27 @@ class Schedule:
         """Ask for one more check at `at`."""
         self.follow_ups.append(at)
 
+    def paused(self, pause: Pause | None, ends: float = 0.0) -> None:
+        """Start (or end, with None) a maintenance pause ending at `ends` on this clock."""
+        self.pause, self.pause_ends, self.seen_while_paused = pause, ends, ""
+
     def due(self, now: float) -> list[Event]:
-        """The follow-up checks owed at `now`."""
+        """The follow-up checks owed at `now`, and the end of a pause."""
         out = [
             Event(Trigger.FOLLOW_UP, detail="re-check after an interface event", at=now)
             for t in self.follow_ups
             if t <= now
         ]
         self.follow_ups = [t for t in self.follow_ups if t > now]
+        if self.pause is not None and now >= self.pause_ends:
+            out.append(Event(Trigger.RESUME, detail="the pause's deadline passed", at=now))
         return out
 
     def next_deadline(self) -> float | None:
         """When `due` or `released` will have something."""
         times = list(self.follow_ups)
+        if self.pause is not None:
+            times.append(self.pause_ends)
         if self.pending:
             times.append(self.hold_until)
         return min(times) if times else None

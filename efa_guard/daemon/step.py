@@ -7,12 +7,14 @@ own modules; every side effect enters through the constructor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from efa_guard import config as configmod
+from efa_guard import pause
 from efa_guard.daemon.fights import Fights
 from efa_guard.daemon.reload import InlineLoader, Outcome, Reloaded, ThreadLoader
 from efa_guard.daemon.report import Reporter
@@ -23,6 +25,8 @@ from efa_guard.events import Event, Trigger, families, label
 from efa_guard.iptables import Runner
 from efa_guard.lastgood import sha256
 from efa_guard.policy import Policy
+
+_ASKED = "efa-guard resume"
 
 
 def _nothing(*_args: object) -> None:
@@ -97,6 +101,10 @@ class Reconciler:
             self.loader.request(self.config, why, min(e.at for e in reloads))
         events = [e for e in events if e.trigger is not Trigger.CONFIG_LOADED]
         events += [self._apply(done) for done in self.loader.take()]
+        if any(e.trigger is Trigger.PAUSE for e in events):
+            events = [e for e in events if e.trigger is not Trigger.PAUSE] + self._pause_changed()
+        if any(e.trigger is Trigger.RESUME and e.detail != _ASKED for e in events):
+            self._resume("the pause's deadline passed")
         if not events:
             return
         now = self.clock()
@@ -164,6 +172,9 @@ class Reconciler:
     def _checked(self, events: list[Event], policy: Policy, insp: Inspection) -> None:
         trigger = label(events)
         self.report.checked(insp)
+        if self.schedule.pause is not None:
+            self._observe_paused(insp)
+            return
         if insp.in_sync:
             self._in_place(policy, insp.observed_hash)
             if trigger is Trigger.STARTUP:
@@ -203,9 +214,46 @@ class Reconciler:
             )
         self.schedule.hold(self.fights.next_allowed(self.clock()))
 
+    def _observe_paused(self, insp: Inspection) -> None:
+        """While paused: note what changed, correct nothing."""
+        self.status.ready = self.status.ready or insp.in_sync
+        seen = insp.observed_hash
+        if not insp.in_sync and seen != self.schedule.seen_while_paused:
+            self.report.drift_observed(insp, self.schedule.pause)
+        self.schedule.seen_while_paused = seen
+
+    def pause_from_file(self) -> None:
+        """At startup: a pause recorded before a daemon restart (same boot) still holds."""
+        found = pause.read()
+        if found is not None and found.until > time.time():
+            self.schedule.paused(found, self.clock() + found.until - time.time())
+            self.report.paused(found, carried=True)
+
+    def _pause_changed(self) -> list[Event]:
+        """`efa-guard pause` or `resume` wrote the pause file; a resume re-checks at once."""
+        found = pause.read()
+        now = self.clock()
+        if found is not None and found.until > time.time():
+            if found != self.schedule.pause:
+                self.schedule.paused(found, now + found.until - time.time())
+                self.report.paused(found, carried=False)
+            return []
+        if self.schedule.pause is None:
+            return []
+        self._resume("efa-guard resume")
+        return [Event(Trigger.RESUME, detail=_ASKED, at=now)]
+
+    def _resume(self, why: str) -> None:
+        was = self.schedule.pause
+        self.schedule.paused(None)
+        with contextlib.suppress(OSError):
+            pause.write(None)
+        if was is not None:
+            self.report.resumed(was, why)
+
     def _fought(self, events: list[Event], insp: Inspection, cost: float) -> None:
         """A correction others made necessary: count it towards a fight (an edit never is)."""
-        if label(events) in (Trigger.CONFIG_RELOAD, Trigger.STARTUP):
+        if label(events) in (Trigger.CONFIG_RELOAD, Trigger.STARTUP, Trigger.RESUME):
             return
         contest = self.fights.corrected(self.clock(), cost)
         if contest is not None:
