@@ -176,6 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
         "End a maintenance pause before its deadline. Exit 0 resumed, 1 not paused, 3 no "
         "running daemon.",
     )
+    remove = command(
+        "remove",
+        "efa_guard.cli.remove:cmd_remove",
+        "take efa-guard's chains and jumps out of the kernel (both families, every table)",
+        "Remove exactly efa-guard's chains and the jumps to them, in every family and table "
+        "the config, the last-known-good config or the shipped default names, one atomic "
+        "transaction per table. Refuses while the daemon runs (it would put them back): "
+        "`systemctl disable --now efa-guard` first. Exit 0 removed, 1 refused or nothing to "
+        "remove, 2 a write failed, 3 cannot read.",
+    )
+    remove.add_argument(
+        "--dry-run", action="store_true", help="print the transactions instead of running them"
+    )
     run = command(
         "run",
         "efa_guard.cli.commands:cmd_run",

@@ -19,7 +19,7 @@ DONE, REFUSED, UNKNOWN = 0, 1, 3
 _WAIT = 10.0
 
 
-def _daemon() -> int | None:
+def running_daemon() -> int | None:
     """The running daemon's PID, or None."""
     state = read_json(STATE_FILE, paths.run_dir())
     pid = state.get("pid") if state else None
@@ -55,7 +55,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return REFUSED
-    pid = _daemon()
+    pid = running_daemon()
     if pid is None:
         print(
             "efa-guard: no running daemon: there is no enforcement to pause "
@@ -96,7 +96,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:  # noqa: ARG001 - same signature as every command
     """End a pause now; the daemon re-asserts the policy at once."""
-    pid = _daemon()
+    pid = running_daemon()
     if pid is None:
         print("efa-guard: no running daemon to resume (systemctl start efa-guard)", file=sys.stderr)
         return UNKNOWN
