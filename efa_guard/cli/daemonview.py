@@ -118,6 +118,9 @@ def assess(
             "contest_total",
             "rejected",
             "counters",
+            "paused_until",
+            "paused_by",
+            "paused_reason",
         )
     }
     return DaemonView(tuple(out), {"running": True, "expected": expected, **view})
