@@ -6,17 +6,17 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from support import Guard
 
 from efa_guard.catalog import MESSAGE_IDS
+from tools.harness import edit_config
+from tools.runner import Daemon
 
 CORRECTED = MESSAGE_IDS["drift_corrected"]
 
@@ -32,27 +32,23 @@ def wait_for(what: str, predicate: Callable[[], object], timeout: float = 15.0) 
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-@dataclass
-class Daemon:
-    """efa-guard run as a subprocess in the guard namespace."""
+class GuardDaemon(Daemon):
+    """The harness's `efa-guard run` (journal format) in a guard, with its sd_notify socket."""
 
-    guard: Guard
-    proc: subprocess.Popen[str]
-    notify: socket.socket | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        """The daemon's PID (ip netns exec execs it)."""
-        return self.proc.pid
-
-    def journal(self, event: str | None = None) -> list[dict[str, str]]:
-        """The daemon's journal entries, optionally of one event type."""
-        argv = ["journalctl", "--no-pager", "-o", "json", f"_PID={self.pid}"]
-        if event:
-            argv.append(f"MESSAGE_ID={MESSAGE_IDS[event]}")
-        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        notify: socket.socket | None = None,
+        env: dict[str, str] | None = None,
+        stderr: Path | None = None,
+    ) -> None:
+        super().__init__(
+            guard.box.guard, guard.config, log_format="journal", env=env, stderr=stderr
+        )
+        self.guard = guard
+        self.notify = notify
+        self.notes: list[str] = []
 
     def wait_event(self, event: str, count: int = 1, timeout: float = 15.0) -> dict[str, str]:
         """Wait until the journal holds `count` entries of `event`; return the last."""
@@ -79,29 +75,21 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the daemon so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> int:
-        """SIGTERM and wait; SIGKILL (by PID) if it hangs. The exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-            raise
+        return self.cpu().own / 1000.0
 
 
 def daemon_config(guard: Guard, interval: float) -> None:
     """Pin the guard's config to a timer interval."""
-    text = guard.config.read_text().replace("interval = 10.0 ", f"interval = {interval} ")
-    guard.config.write_text(text)
+    edit_config(guard.config, {"interval": interval})
 
 
 @pytest.fixture
-def daemon(guard: Guard, journald: None, tmp_path: Path) -> Iterator[Daemon]:  # noqa: ARG001 - needs journald running
+def daemon(
+    request: pytest.FixtureRequest,
+    guard: Guard,
+    journald: None,  # noqa: ARG001 - needs journald running
+    tmp_path: Path,
+) -> Iterator[GuardDaemon]:
     """The daemon, started after the policy is absent, stopped (by PID) at the end."""
     # nft must react through events: a long timer proves it. legacy has only the timer
     # (and lock closes): a short one keeps the test fast.
@@ -110,23 +98,18 @@ def daemon(guard: Guard, journald: None, tmp_path: Path) -> Iterator[Daemon]:  #
     path = tmp_path / "notify.sock"
     sock.bind(str(path))
     sock.setblocking(False)  # noqa: FBT003 - socket API
-    env = dict(os.environ, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000")
-    argv = ["ip", "netns", "exec", guard.box.guard, sys.executable, "-m", "efa_guard", "run"]
-    argv += ["--config", str(guard.config), "--log-format", "journal"]
-    stderr = (tmp_path / "daemon.stderr").open("w")
-    proc = subprocess.Popen(argv, env=env, stderr=stderr, text=True)
-    d = Daemon(guard=guard, proc=proc, notify=sock)
+    env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+    d = GuardDaemon(guard, notify=sock, env=env, stderr=tmp_path / "daemon.stderr")
     try:
         wait_for("READY=1", lambda: any("READY=1" in n for n in d.notifications()))
         yield d
     finally:
         d.stop()
         sock.close()
-        stderr.close()
-        print((tmp_path / "daemon.stderr").read_text()[-4000:])
+        request.node.add_report_section("teardown", "daemon stderr", d.tail(60))
 
 
-def assert_protected(d: Daemon) -> None:
+def assert_protected(d: GuardDaemon) -> None:
     """The policy is in place and an outside nmap sees 3306 filtered."""
     check = d.guard.efa("check")
     assert check.returncode == 0, check.stdout
@@ -152,7 +135,7 @@ def assert_correction_fields(entry: dict[str, str], backend: str) -> None:
 
 
 def tamper_and_expect(
-    d: Daemon, *commands: list[str], text: str = "", probe: bool = True
+    d: GuardDaemon, *commands: list[str], text: str = "", probe: bool = True
 ) -> dict[str, str]:
     """Run iptables commands in the guard; wait for the correction; check its fields."""
     before = d.corrections()
@@ -195,7 +178,9 @@ TAMPERS: list[tuple[str, list[list[str]], str]] = [
 
 
 @pytest.mark.parametrize(("name", "commands", "text"), TAMPERS, ids=[t[0] for t in TAMPERS])
-def test_tamper_is_undone(daemon: Daemon, name: str, commands: list[list[str]], text: str) -> None:
+def test_tamper_is_undone(
+    daemon: GuardDaemon, name: str, commands: list[list[str]], text: str
+) -> None:
     """Each tamper is corrected, journaled with its fields, and 3306 stays filtered."""
     del name  # the case's id
     entry = tamper_and_expect(daemon, *commands, text=text)
@@ -203,7 +188,7 @@ def test_tamper_is_undone(daemon: Daemon, name: str, commands: list[list[str]], 
         assert entry["TRIGGER"] == "rule-change"
 
 
-def test_startup_asserts_and_notifies(daemon: Daemon) -> None:
+def test_startup_asserts_and_notifies(daemon: GuardDaemon) -> None:
     """At start the policy is asserted, READY=1 and STATUS sent, WATCHDOG pings follow."""
     started = daemon.wait_event("started")
     assert daemon.guard.backend in started["MESSAGE"]
@@ -216,7 +201,7 @@ def test_startup_asserts_and_notifies(daemon: Daemon) -> None:
     assert_protected(daemon)
 
 
-def test_kube_proxy_restart_is_undone(daemon: Daemon) -> None:
+def test_kube_proxy_restart_is_undone(daemon: GuardDaemon) -> None:
     """kube-proxy rewriting 10k rules and re-inserting its jumps first is corrected."""
     lines = ["*filter", ":KUBE-SERVICES - [0:0]", ":KUBE-FIREWALL - [0:0]"]
     lines += [
@@ -235,7 +220,7 @@ def test_kube_proxy_restart_is_undone(daemon: Daemon) -> None:
     assert_protected(daemon)
 
 
-def test_interface_flap_with_hook_flush(daemon: Daemon) -> None:
+def test_interface_flap_with_hook_flush(daemon: GuardDaemon) -> None:
     """eth0 down, an ifup hook flushing the chain, eth0 up: logged and corrected."""
     box = daemon.guard.box
     box.run(["ip", "link", "set", "eth0", "down"])
@@ -252,7 +237,7 @@ def test_interface_flap_with_hook_flush(daemon: Daemon) -> None:
     assert_protected(daemon)
 
 
-def test_eth0_deleted_and_recreated(daemon: Daemon) -> None:
+def test_eth0_deleted_and_recreated(daemon: GuardDaemon) -> None:
     """Deleting and re-creating eth0 is seen; the policy holds for the new interface."""
     box = daemon.guard.box
     box.run(["ip", "link", "del", "eth0"])
@@ -276,7 +261,7 @@ def test_eth0_deleted_and_recreated(daemon: Daemon) -> None:
     assert box.nmap(tcp=(6514,)) == {("tcp", 6514): "open"}
 
 
-def test_config_edits(daemon: Daemon) -> None:
+def test_config_edits(daemon: GuardDaemon) -> None:
     """A valid edit is applied; a broken one is rejected and the old policy kept."""
     cfg = daemon.guard.config
     good = cfg.read_text()
@@ -298,7 +283,7 @@ def test_config_edits(daemon: Daemon) -> None:
     assert daemon.guard.box.nmap(tcp=(3306,)) == {("tcp", 3306): "filtered"}
 
 
-def test_sighup_reloads(daemon: Daemon) -> None:
+def test_sighup_reloads(daemon: GuardDaemon) -> None:
     """SIGHUP re-reads the config; unchanged, it says so and writes nothing."""
     daemon.wait_event("policy_asserted")
     before = daemon.guard.save()
@@ -309,7 +294,7 @@ def test_sighup_reloads(daemon: Daemon) -> None:
     assert daemon.guard.save() == before
 
 
-def test_sigterm_stops_and_leaves_the_policy(daemon: Daemon) -> None:
+def test_sigterm_stops_and_leaves_the_policy(daemon: GuardDaemon) -> None:
     """SIGTERM: exit 0, a stopping event, and the policy stays in the kernel."""
     daemon.wait_event("policy_asserted")
     assert daemon.stop() == 0
@@ -321,9 +306,7 @@ def test_sigterm_stops_and_leaves_the_policy(daemon: Daemon) -> None:
 def test_untouched_system_is_never_corrected(guard: Guard, journald: None) -> None:  # noqa: ARG001
     """200 checks (a 10 ms timer) on an untouched system produce zero corrections."""
     daemon_config(guard, 0.01)
-    argv = [sys.executable, "-m", "efa_guard", "run", "--config", str(guard.config)]
-    argv = ["ip", "netns", "exec", guard.box.guard, *argv, "--log-format", "journal"]
-    d = Daemon(guard=guard, proc=subprocess.Popen(argv, text=True))
+    d = GuardDaemon(guard)
     try:
         d.wait_event("policy_asserted")
 
@@ -341,7 +324,7 @@ def test_untouched_system_is_never_corrected(guard: Guard, journald: None) -> No
 
 
 @pytest.mark.slow
-def test_fight_is_contested_and_cpu_bounded(daemon: Daemon) -> None:
+def test_fight_is_contested_and_cpu_bounded(daemon: GuardDaemon) -> None:
     """A tamper every 10 ms for 10 s: a CRITICAL contested event, and the daemon stays calm."""
     daemon.wait_event("policy_asserted")
     cpu0 = daemon.cpu_seconds()
@@ -363,7 +346,7 @@ def test_fight_is_contested_and_cpu_bounded(daemon: Daemon) -> None:
     wait_for("policy back after the fight", lambda: daemon.guard.efa("check").returncode == 0)
 
 
-def test_history_tells_the_story(daemon: Daemon) -> None:
+def test_history_tells_the_story(daemon: GuardDaemon) -> None:
     """`efa-guard history` lists the correction with its trigger and latency."""
     tamper_and_expect(daemon, ["-F", "EFA_INPUT"])
     out = daemon.guard.efa("history", "--json")
@@ -377,7 +360,7 @@ def test_history_tells_the_story(daemon: Daemon) -> None:
     assert mine[0]["trigger"] in table
 
 
-def test_exposure_event_when_a_service_appears(daemon: Daemon) -> None:
+def test_exposure_event_when_a_service_appears(daemon: GuardDaemon) -> None:
     """A new listener no rule drops is logged as an `exposure` event naming it."""
     daemon.wait_event("policy_asserted")
     assert daemon.journal("exposure") == []

@@ -37,7 +37,7 @@ and over IPv6 (``ip6tables`` is a separate ruleset)::
         assert sb.nmap(tcp=[3306])[("tcp", 3306)] == "open"
 
 This is a plain module (no pytest import) shared by the test suite, the demo
-and the benchmark.  It needs root, ``ip`` (iproute2), ``nmap`` and the
+and the benchmarks.  It needs root, ``ip`` (iproute2), ``nmap`` and the
 iptables binaries; :func:`missing_tools` says what is absent.
 """
 
@@ -56,6 +56,8 @@ import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tools.harness import HarnessError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -151,7 +153,7 @@ COMMIT
 """``iptables-restore`` input of :meth:`Sandbox.add_foreign_rules`."""
 
 
-class SandboxError(Exception):
+class SandboxError(HarnessError):
     """A sandbox command failed; carries the evidence.
 
     Attributes:
