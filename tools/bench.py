@@ -48,6 +48,7 @@ from tools.benchkit import (
     BenchError,
     Verdict,
     environment,
+    header,
     ns_ok,
     on_sigterm,
     positive,
@@ -340,7 +341,7 @@ def table(rows: Sequence[Row]) -> str:
         f"{'auto med':>8} {'read med':>8} {'save med':>8} {'exec med':>8} {'py med':>6} "
         f"{'load':>7}"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     for r in rows:
         auto = f"{r.check_auto.median:8.1f}" if r.check_auto else f"{'-':>8}"
         ratio = f"{r.ratio:6.2f}" if r.ratio is not None else f"{'-':>6}"
@@ -486,8 +487,9 @@ def print_report(
 ) -> None:
     """The human-readable report on stdout."""
     env = environment()
+    what = f"{runs} runs each" if rows else "imports only"
     print(
-        f"efa-guard bench: {runs} runs each, {elapsed:.0f} s; "
+        f"efa-guard bench: {what}, {elapsed:.0f} s; "
         + ", ".join(f"{k} {v}" for k, v in env.items())
     )
     print()

@@ -69,6 +69,7 @@ from tools.benchkit import (
     BenchError,
     Verdict,
     environment,
+    header,
     ns_ok,
     on_sigterm,
     positive,
@@ -772,7 +773,7 @@ def latency_table(runs: Sequence[LatencyRun]) -> list[str]:
         f"{'scenario':<22} {'n':>4} {'miss':>4} | {'daemon ms: med':>14} {'p90':>6} "
         f"{'p99':>6} {'max':>6} | {'external: med':>13} {'p90':>6} {'p99':>6} {'max':>6}"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     for r in runs:
         own, ext = r.daemon, r.external
         if own is None or ext is None:
@@ -818,7 +819,7 @@ def idle_table(runs: Sequence[IdleRun]) -> list[str]:
         f"{'idle':<7} {'seconds':>7} {'own ms':>7} {'own %':>7} {'+iptables ms':>12} "
         f"{'total %':>7} {'checks':>6} {'RSS MB':>6} {'peak MB':>7}"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     lines += [
         f"{r.backend + ('*' if r.private_run else ''):<7} {r.seconds:7.1f} {r.cpu.own:7.0f} "
         f"{r.own_pct:7.3f} "
@@ -836,7 +837,7 @@ def burst_table(runs: Sequence[BurstRun]) -> list[str]:
         f"{'burst':<18} {'rules':>6} {'restore ms':>10} {'checks':>6} {'corr':>4} "
         f"{'own ms':>6} {'+iptables ms':>12} {'total ms':>8}  triggers"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     for r in runs:
         extra = ", ".join(f"{k} {v}" for k, v in r.events.items())
         lines.append(

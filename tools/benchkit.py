@@ -111,26 +111,25 @@ def environment(*, load: bool = False) -> dict[str, str]:
 
 def positive(text: str) -> int:
     """A positive integer (an argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"need a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    with contextlib.suppress(ValueError):
+        if (value := int(text)) >= 1:
+            return value
+    msg = f"need a positive integer, got {text!r}"
+    raise argparse.ArgumentTypeError(msg)
 
 
 def seconds(text: str) -> float:
     """A positive, finite number of seconds (an argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or math.isinf(value):
-        msg = f"need a positive number of seconds, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    with contextlib.suppress(ValueError):
+        if (value := float(text)) > 0 and not math.isinf(value):
+            return value
+    msg = f"need a positive number of seconds, got {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def header(head: str) -> list[str]:
+    """A table's heading line, underlined."""
+    return [head, "-" * len(head)]
 
 
 def on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:

@@ -73,21 +73,34 @@ class ImportCost:
             f"  {'python -m efa_guard check --help':<36} {self.check_ms:8.1f} ms",
             f"  ratio {self.ratio:.2f}x, target <= {IMPORT_TARGET:g}x: {mark}",
             (
-                f"  import {CLI_MODULE} alone (-X importtime, cumulative, median of"
-                f" {IMPORTTIME_RUNS}): {self.cli_import_ms:.1f} ms"
+                f"  import {CLI_MODULE} alone (-X importtime, efa_guard's cumulative, median"
+                f" of {IMPORTTIME_RUNS}): {self.cli_import_ms:.1f} ms"
             ),
         ]
 
 
 def cli_import_ms(stderr: str) -> float:
-    """The cumulative time of :data:`CLI_MODULE` in ``-X importtime`` output, in ms."""
+    """What ``import efa_guard.cli`` costs in ``-X importtime`` output, in ms.
+
+    The cumulative times of the top-level ``efa_guard*`` lines: the package, then the CLI
+    module with everything it pulls in that was not imported yet.
+    """
+    total_us = 0
+    found = False
     for line in stderr.splitlines():
         # each line: `import time: <self us> | <cumulative us> | <indented module name>`
         parts = line.removeprefix("import time:").split("|")
-        if len(parts) == 3 and parts[2].strip() == CLI_MODULE:
-            return int(parts[1]) / 1000.0
-    msg = f"no {CLI_MODULE} line in -X importtime output: {stderr[-500:]!r}"
-    raise BenchError(msg)
+        if len(parts) != 3:
+            continue
+        name = parts[2]
+        top_level = len(name) - len(name.lstrip()) == 1
+        if top_level and name.strip().split(".")[0] == "efa_guard":
+            total_us += int(parts[1])
+            found = found or name.strip() == CLI_MODULE
+    if not found:
+        msg = f"no {CLI_MODULE} line in -X importtime output: {stderr[-500:]!r}"
+        raise BenchError(msg)
+    return total_us / 1000.0
 
 
 def measure(runs: int = IMPORT_RUNS) -> ImportCost:
