@@ -1,7 +1,13 @@
 """Benchmark: what `efa-guard check` costs, and whether it grows with kube-proxy's rules.
 
-For each iptables backend and each count of foreign rules, a fresh sandbox (see
-``sandbox.py``: network namespaces created here and always deleted) gets that many
+Two sections, both by default, or one with ``--only``:
+
+``imports``: what ``check`` pays in start-up and imports, on the host (see
+``tools/importcost.py``): a whole ``python -m efa_guard check --help`` process against
+``python -c pass`` (median of ``--import-runs``, 20 by default), target at most 5x.
+
+``check``: for each iptables backend and each count of foreign rules, a fresh sandbox (see
+``tools/sandbox.py``: network namespaces created here and always deleted) gets that many
 kube-proxy-like rules with one ``iptables-<backend>-restore --noflush``, then
 ``efa-guard apply``; then, interleaved over the sandboxes of one backend so that
 slow drifts of the machine hit every size alike, this script times:
@@ -23,8 +29,9 @@ Exit status: 0 when everything ran (targets missed or not), 1 on a failure (a
 command failed, ``check`` did not report OK, the rules did not load), 2 on bad
 usage; with ``--strict`` a missed target exits 1 too.
 
-Usage: ``python tests/bench.py [--runs N] [--sizes 0,10000,50000]
-[--backends nft,legacy] [--json] [--strict]``.
+Usage, from the checkout's root: ``python -m tools.bench [--only imports|check]
+[--runs N] [--import-runs N] [--sizes 0,10000,50000] [--backends nft,legacy] [--json]
+[--strict]``.
 """
 
 from __future__ import annotations
