@@ -53,11 +53,11 @@ deps: $(VENV)/.installed $(VENV_OLD)/.installed
 
 BACKEND ?= nft
 demo: $(VENV)/.installed
-	$(VENV)/bin/python tests/demo.py --backend $(BACKEND)
+	$(VENV)/bin/python -m tools.demo --backend $(BACKEND)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check efa_guard tests
-	$(VENV)/bin/ruff format --check efa_guard tests
+	$(VENV)/bin/ruff check efa_guard tests tools
+	$(VENV)/bin/ruff format --check efa_guard tests tools
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
@@ -72,8 +72,8 @@ test-unit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/python tests/bench.py
-	$(VENV)/bin/python tests/bench_daemon.py
+	$(VENV)/bin/python -m tools.bench
+	$(VENV)/bin/python -m tools.bench_daemon
 
 # The Debian package, built from the tracked files in a scratch directory outside the tree;
 # only dist/efa-guard_<version>_all.deb is left here.

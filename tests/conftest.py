@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support import DEFAULT_CONFIG, IN_CI
+from support import IN_CI
+
+from tools.harness import DEFAULT_CONFIG
 
 _skipped: list[str] = []
 
@@ -17,7 +19,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a skipped test is an error: the machine must have everything."""
     if IN_CI and _skipped and exitstatus == 0:
-        print(f"\nCI=true but {len(_skipped)} test(s) were skipped: {', '.join(_skipped)}")
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"CI=true but {len(_skipped)} test(s) were skipped: {', '.join(_skipped)}"
+            )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -1,22 +1,17 @@
-"""A daemon under test: `efa-guard run` in a sandbox's guard namespace, its journal, its stop."""
+"""A daemon under test: `efa-guard run` in a guard namespace, its journal, sd_notify and stop."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from support import Guard
 
-from efa_guard.catalog import MESSAGE_IDS
+from tools.harness import edit_config
+from tools.runner import Daemon
 
 
 def wait_for(what: str, predicate: Callable[[], object], timeout: float = 15.0) -> object:
@@ -30,27 +25,23 @@ def wait_for(what: str, predicate: Callable[[], object], timeout: float = 15.0) 
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-@dataclass
-class Daemon:
-    """efa-guard run as a subprocess in the guard namespace."""
+class GuardDaemon(Daemon):
+    """The harness's `efa-guard run` (journal format) in a guard, with its sd_notify socket."""
 
-    guard: Guard
-    proc: subprocess.Popen[str]
-    notify: socket.socket | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        """The daemon's PID (ip netns exec execs it)."""
-        return self.proc.pid
-
-    def journal(self, event: str | None = None) -> list[dict[str, str]]:
-        """The daemon's journal entries, optionally of one event type."""
-        argv = ["journalctl", "--no-pager", "-o", "json", f"_PID={self.pid}"]
-        if event:
-            argv.append(f"MESSAGE_ID={MESSAGE_IDS[event]}")
-        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        notify: socket.socket | None = None,
+        env: dict[str, str] | None = None,
+        stderr: Path | None = None,
+    ) -> None:
+        super().__init__(
+            guard.box.guard, guard.config, log_format="journal", env=env, stderr=stderr
+        )
+        self.guard = guard
+        self.notify = notify
+        self.notes: list[str] = []
 
     def wait_event(self, event: str, count: int = 1, timeout: float = 15.0) -> dict[str, str]:
         """Wait until the journal holds `count` entries of `event`; return the last."""
@@ -77,45 +68,43 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the daemon so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return self.cpu().own / 1000.0
 
-    def stop(self) -> int:
-        """SIGTERM and wait; SIGKILL (by PID) if it hangs. The exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+    def close(self) -> None:
+        """Stop it (by PID) and close the notify socket."""
         try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-            raise
+            self.stop()
+        finally:
+            if self.notify is not None:
+                self.notify.close()
 
 
 def daemon_config(guard: Guard, interval: float) -> None:
     """Pin the guard's config to a timer interval."""
-    text = guard.config.read_text().replace("interval = 10.0 ", f"interval = {interval} ")
-    guard.config.write_text(text)
+    edit_config(guard.config, {"interval": interval})
 
 
-def launch(guard: Guard, tmp_path: Path, *, ready: bool = True) -> Daemon:
+def launch(guard: Guard, tmp_path: Path, *, ready: bool = True) -> GuardDaemon:
     """Start `efa-guard run` in the guard namespace; wait for READY=1 unless told not to."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = tmp_path / f"notify.{time.monotonic_ns()}.sock"
     sock.bind(str(path))
     sock.setblocking(False)  # noqa: FBT003 - socket API
-    env = dict(os.environ, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000")
-    argv = ["ip", "netns", "exec", guard.box.guard, sys.executable, "-m", "efa_guard", "run"]
-    argv += ["--config", str(guard.config), "--log-format", "journal"]
-    stderr = (tmp_path / "daemon.stderr").open("a")
-    proc = subprocess.Popen(argv, env=env, stderr=stderr, text=True)
-    stderr.close()
-    d = Daemon(guard=guard, proc=proc, notify=sock)
+    env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+    d = GuardDaemon(guard, notify=sock, env=env, stderr=tmp_path / f"daemon.{d_count()}.stderr")
     if ready:
         try:
             wait_for("READY=1", lambda: any("READY=1" in n for n in d.notifications()))
         except BaseException:
-            d.stop()
-            sock.close()
+            d.close()
             raise
     return d
+
+
+_started = [0]
+
+
+def d_count() -> int:
+    """A number per daemon started by this process (distinct stderr files)."""
+    _started[0] += 1
+    return _started[0]

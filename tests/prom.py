@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support import REPO
+from tools.harness import REPO
 
 RULES = REPO / "config" / "prometheus" / "efa-guard-alerts.yml"
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import Sandbox, missing_tools, sandbox
-from support import BACKENDS, DEFAULT_CONFIG, REPO, Guard, need, write_config
+from support import Guard, need
+
+from efa_guard.journal import journal_available
+from tools.harness import (
+    BACKENDS,
+    DEFAULT_CONFIG,
+    JOURNALD,
+    REPO,
+    HarnessError,
+    journald,
+    write_config,
+)
+from tools.sandbox import Sandbox, missing_tools, sandbox
 
 
 @pytest.fixture
@@ -23,7 +35,9 @@ def box() -> Iterator[Sandbox]:
 def guard(request: pytest.FixtureRequest, box: Sandbox, tmp_path: Path) -> Guard:
     """A sandbox and a config pinned to one backend (each test runs on both)."""
     backend: str = request.param
-    return Guard(box=box, backend=backend, config=write_config(tmp_path / "g.toml", backend))
+    return Guard(
+        box=box, backend=backend, config=write_config(tmp_path / "g.toml", backend=backend)
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -41,28 +55,14 @@ def _run_from_repo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EFA_GUARD_DEFAULT", str(DEFAULT_CONFIG))
 
 
-@pytest.fixture(scope="session")
-def journald() -> Iterator[None]:
+@pytest.fixture(scope="session", name="journald")
+def journald_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A real systemd-journald: the machine's, or one started here and stopped at the end."""
-    import subprocess  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
-    from efa_guard.journal import journal_available  # noqa: PLC0415
-
-    if journal_available():
+    need(journal_available() or JOURNALD.exists(), "systemd-journald is not installed")
+    stderr = tmp_path_factory.mktemp("journald") / "stderr"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(journald(stderr))
+        except HarnessError as exc:
+            pytest.fail(str(exc))
         yield
-        return
-    exe = Path("/lib/systemd/systemd-journald")
-    need(exe.exists(), "systemd-journald is not installed")
-    proc = subprocess.Popen([str(exe)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while not journal_available():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                pytest.fail(f"systemd-journald did not start: {err}")
-            time.sleep(0.05)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

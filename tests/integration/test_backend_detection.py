@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from sandbox import Sandbox
-from support import DEFAULT_CONFIG
+from tools.harness import DEFAULT_CONFIG
+from tools.sandbox import Sandbox
 
 
 def check(box: Sandbox) -> tuple[int, dict[str, object]]:

@@ -6,9 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from support import REPO, need
+from support import need
 
 from efa_guard.catalog import MESSAGE_IDS
+from tools.harness import REPO
 
 
 def test_catalog_compiles_and_lists_every_message_id(tmp_path: Path) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, daemon_config, launch, wait_for
+from daemons import GuardDaemon, daemon_config, launch, wait_for
 from support import Guard
 
 from efa_guard.catalog import MESSAGE_IDS
@@ -21,7 +20,12 @@ CORRECTED = MESSAGE_IDS["drift_corrected"]
 
 
 @pytest.fixture
-def daemon(guard: Guard, journald: None, tmp_path: Path) -> Iterator[Daemon]:  # noqa: ARG001 - needs journald running
+def daemon(
+    request: pytest.FixtureRequest,
+    guard: Guard,
+    journald: None,  # noqa: ARG001 - needs journald running
+    tmp_path: Path,
+) -> Iterator[GuardDaemon]:
     """The daemon, started after the policy is absent, stopped (by PID) at the end."""
     # nft must react through events: a long timer proves it. legacy has only the timer
     # (and lock closes): a short one keeps the test fast.
@@ -30,13 +34,11 @@ def daemon(guard: Guard, journald: None, tmp_path: Path) -> Iterator[Daemon]:  #
     try:
         yield d
     finally:
-        d.stop()
-        if d.notify is not None:
-            d.notify.close()
-        print((tmp_path / "daemon.stderr").read_text()[-4000:])
+        d.close()
+        request.node.add_report_section("teardown", "daemon stderr", d.tail(60))
 
 
-def assert_protected(d: Daemon) -> None:
+def assert_protected(d: GuardDaemon) -> None:
     """The policy is in place and an outside nmap sees 3306 filtered."""
     check = d.guard.efa("check")
     assert check.returncode == 0, check.stdout
@@ -62,7 +64,7 @@ def assert_correction_fields(entry: dict[str, str], backend: str) -> None:
 
 
 def tamper_and_expect(
-    d: Daemon, *commands: list[str], text: str = "", probe: bool = True
+    d: GuardDaemon, *commands: list[str], text: str = "", probe: bool = True
 ) -> dict[str, str]:
     """Run iptables commands in the guard; wait for the correction; check its fields."""
     before = d.corrections()
@@ -105,7 +107,9 @@ TAMPERS: list[tuple[str, list[list[str]], str]] = [
 
 
 @pytest.mark.parametrize(("name", "commands", "text"), TAMPERS, ids=[t[0] for t in TAMPERS])
-def test_tamper_is_undone(daemon: Daemon, name: str, commands: list[list[str]], text: str) -> None:
+def test_tamper_is_undone(
+    daemon: GuardDaemon, name: str, commands: list[list[str]], text: str
+) -> None:
     """Each tamper is corrected, journaled with its fields, and 3306 stays filtered."""
     del name  # the case's id
     entry = tamper_and_expect(daemon, *commands, text=text)
@@ -113,7 +117,7 @@ def test_tamper_is_undone(daemon: Daemon, name: str, commands: list[list[str]], 
         assert entry["TRIGGER"] == "rule-change"
 
 
-def test_startup_asserts_and_notifies(daemon: Daemon) -> None:
+def test_startup_asserts_and_notifies(daemon: GuardDaemon) -> None:
     """At start the policy is asserted, READY=1 and STATUS sent, WATCHDOG pings follow."""
     started = daemon.wait_event("started")
     assert daemon.guard.backend in started["MESSAGE"]
@@ -126,7 +130,7 @@ def test_startup_asserts_and_notifies(daemon: Daemon) -> None:
     assert_protected(daemon)
 
 
-def test_kube_proxy_restart_is_undone(daemon: Daemon) -> None:
+def test_kube_proxy_restart_is_undone(daemon: GuardDaemon) -> None:
     """kube-proxy rewriting 10k rules and re-inserting its jumps first is corrected."""
     lines = ["*filter", ":KUBE-SERVICES - [0:0]", ":KUBE-FIREWALL - [0:0]"]
     lines += [
@@ -145,7 +149,7 @@ def test_kube_proxy_restart_is_undone(daemon: Daemon) -> None:
     assert_protected(daemon)
 
 
-def test_interface_flap_with_hook_flush(daemon: Daemon) -> None:
+def test_interface_flap_with_hook_flush(daemon: GuardDaemon) -> None:
     """eth0 down, an ifup hook flushing the chain, eth0 up: logged and corrected."""
     box = daemon.guard.box
     box.run(["ip", "link", "set", "eth0", "down"])
@@ -162,7 +166,7 @@ def test_interface_flap_with_hook_flush(daemon: Daemon) -> None:
     assert_protected(daemon)
 
 
-def test_eth0_deleted_and_recreated(daemon: Daemon) -> None:
+def test_eth0_deleted_and_recreated(daemon: GuardDaemon) -> None:
     """Deleting and re-creating eth0 is seen; the policy holds for the new interface."""
     box = daemon.guard.box
     box.run(["ip", "link", "del", "eth0"])
@@ -186,7 +190,7 @@ def test_eth0_deleted_and_recreated(daemon: Daemon) -> None:
     assert box.nmap(tcp=(6514,)) == {("tcp", 6514): "open"}
 
 
-def test_config_edits(daemon: Daemon) -> None:
+def test_config_edits(daemon: GuardDaemon) -> None:
     """A valid edit is applied; a broken one is rejected and the old policy kept."""
     cfg = daemon.guard.config
     good = cfg.read_text()
@@ -208,7 +212,7 @@ def test_config_edits(daemon: Daemon) -> None:
     assert daemon.guard.box.nmap(tcp=(3306,)) == {("tcp", 3306): "filtered"}
 
 
-def test_sighup_reloads(daemon: Daemon) -> None:
+def test_sighup_reloads(daemon: GuardDaemon) -> None:
     """SIGHUP re-reads the config; unchanged, it says so and writes nothing."""
     daemon.wait_event("policy_asserted")
     before = daemon.guard.save()
@@ -219,7 +223,7 @@ def test_sighup_reloads(daemon: Daemon) -> None:
     assert daemon.guard.save() == before
 
 
-def test_sigterm_stops_and_leaves_the_policy(daemon: Daemon) -> None:
+def test_sigterm_stops_and_leaves_the_policy(daemon: GuardDaemon) -> None:
     """SIGTERM: exit 0, a stopping event, and the policy stays in the kernel."""
     daemon.wait_event("policy_asserted")
     assert daemon.stop() == 0
@@ -231,9 +235,7 @@ def test_sigterm_stops_and_leaves_the_policy(daemon: Daemon) -> None:
 def test_untouched_system_is_never_corrected(guard: Guard, journald: None) -> None:  # noqa: ARG001
     """200 checks (a 10 ms timer) on an untouched system produce zero corrections."""
     daemon_config(guard, 0.01)
-    argv = [sys.executable, "-m", "efa_guard", "run", "--config", str(guard.config)]
-    argv = ["ip", "netns", "exec", guard.box.guard, *argv, "--log-format", "journal"]
-    d = Daemon(guard=guard, proc=subprocess.Popen(argv, text=True))
+    d = GuardDaemon(guard)
     try:
         d.wait_event("policy_asserted")
 
@@ -251,7 +253,7 @@ def test_untouched_system_is_never_corrected(guard: Guard, journald: None) -> No
 
 
 @pytest.mark.slow
-def test_fight_is_contested_and_cpu_bounded(daemon: Daemon) -> None:
+def test_fight_is_contested_and_cpu_bounded(daemon: GuardDaemon) -> None:
     """A tamper every 10 ms for 10 s: a CRITICAL contested event, and the daemon stays calm."""
     daemon.wait_event("policy_asserted")
     cpu0 = daemon.cpu_seconds()
@@ -276,7 +278,7 @@ def test_fight_is_contested_and_cpu_bounded(daemon: Daemon) -> None:
     assert "contested since" in report.stdout
 
 
-def test_history_tells_the_story(daemon: Daemon) -> None:
+def test_history_tells_the_story(daemon: GuardDaemon) -> None:
     """`efa-guard history` lists the correction with its trigger and latency."""
     tamper_and_expect(daemon, ["-F", "EFA_INPUT"])
     out = daemon.guard.efa("history", "--json")
@@ -290,7 +292,7 @@ def test_history_tells_the_story(daemon: Daemon) -> None:
     assert mine[0]["trigger"] in table
 
 
-def test_exposure_event_when_a_service_appears(daemon: Daemon) -> None:
+def test_exposure_event_when_a_service_appears(daemon: GuardDaemon) -> None:
     """A new listener no rule drops is logged as an `exposure` event naming it."""
     daemon.wait_event("policy_asserted")
     assert daemon.journal("exposure") == []

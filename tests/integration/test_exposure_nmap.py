@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from support import Guard, write_config
+from support import Guard
+
+from tools.harness import write_config
 
 TCP = (111, 3306, 6514, 8078, 31672)
 UDP = (111,)
@@ -48,7 +50,7 @@ def test_nodeport_needs_the_raw_chain(guard: Guard, tmp_path: Path) -> None:
     """A filter-only policy leaves the DNATed NodePort open: the pre-DNAT chain is what hides it."""
     guard.box.add_nodeport(iptables=guard.iptables, node_port=31672, pod_port=5672)
     guard.box.start_listeners(tcp=(3306,), udp=())
-    filter_only = write_config(tmp_path / "f.toml", guard.backend, FILTER_ONLY)
+    filter_only = write_config(tmp_path / "f.toml", backend=guard.backend, text=FILTER_ONLY)
     assert guard.efa("apply", config=filter_only).returncode == 0
     partial = guard.box.nmap(tcp=(3306, 31672))
     assert partial == {("tcp", 3306): "filtered", ("tcp", 31672): "open"}

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, daemon_config, launch, wait_for
-from support import Guard, write_config
+from daemons import GuardDaemon, daemon_config, launch, wait_for
+from support import Guard
+
+from tools.harness import write_config
 
 BROKEN = ("ports = [111]", "ports = [70000]")
 KEY = "chain[0].rule[2].ports[0]"
@@ -19,16 +21,14 @@ pytestmark = pytest.mark.usefixtures("journald")
 
 
 @pytest.fixture
-def stopper() -> Iterator[list[Daemon]]:
+def stopper() -> Iterator[list[GuardDaemon]]:
     """Daemons a test started, stopped by PID at the end whatever happens."""
-    started: list[Daemon] = []
+    started: list[GuardDaemon] = []
     try:
         yield started
     finally:
         for d in started:
-            d.stop()
-            if d.notify is not None:
-                d.notify.close()
+            d.close()
 
 
 def _break(guard: Guard) -> str:
@@ -38,7 +38,7 @@ def _break(guard: Guard) -> str:
 
 
 def test_a_broken_file_at_start_enforces_the_last_known_good(
-    guard: Guard, tmp_path: Path, stopper: list[Daemon]
+    guard: Guard, tmp_path: Path, stopper: list[GuardDaemon]
 ) -> None:
     """Verified once, then broken, then restarted: the old policy is enforced, check WARNING."""
     daemon_config(guard, 0.5)
@@ -71,10 +71,10 @@ def test_a_broken_file_at_start_enforces_the_last_known_good(
 
 
 def test_a_first_start_with_a_broken_file_enforces_the_shipped_default(
-    guard: Guard, tmp_path: Path, stopper: list[Daemon], monkeypatch: pytest.MonkeyPatch
+    guard: Guard, tmp_path: Path, stopper: list[GuardDaemon], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No last-known-good yet: the package's default policy goes in, not nothing."""
-    default = write_config(tmp_path / "default.toml", guard.backend)
+    default = write_config(tmp_path / "default.toml", backend=guard.backend)
     monkeypatch.setenv("EFA_GUARD_DEFAULT", str(default))
     _break(guard)
     d = launch(guard, tmp_path)
@@ -99,7 +99,7 @@ def test_no_config_and_no_fallback_exits_6(
 
 
 def test_reload_validates_and_waits_for_the_policy(
-    guard: Guard, tmp_path: Path, stopper: list[Daemon]
+    guard: Guard, tmp_path: Path, stopper: list[GuardDaemon]
 ) -> None:
     """`efa-guard reload`: a broken file fails with its reason; a good one returns enforced."""
     daemon_config(guard, 30.0)
@@ -118,7 +118,7 @@ def test_reload_validates_and_waits_for_the_policy(
 
 
 def test_check_warns_when_the_enabled_daemon_is_not_running(
-    guard: Guard, tmp_path: Path, stopper: list[Daemon]
+    guard: Guard, tmp_path: Path, stopper: list[GuardDaemon]
 ) -> None:
     """Service enabled, daemon stopped: WARNING, though the policy is still in the kernel."""
     wants = Path(os.environ["EFA_GUARD_SYSTEMD_DIR"]) / "multi-user.target.wants"
@@ -140,7 +140,7 @@ def test_check_warns_when_the_enabled_daemon_is_not_running(
 
 
 def test_check_knows_an_older_config_runs(
-    guard: Guard, tmp_path: Path, stopper: list[Daemon]
+    guard: Guard, tmp_path: Path, stopper: list[GuardDaemon]
 ) -> None:
     """The file changed but the daemon was not told: WARNING (with SIGHUP-less edits off)."""
     daemon_config(guard, 30.0)

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from support import DEFAULT_CONFIG, Guard
+from support import Guard
+
+from tools.harness import DEFAULT_CONFIG
 
 BAD = [
     (

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, daemon_config, launch, wait_for
+from daemons import GuardDaemon, daemon_config, launch, wait_for
 from support import Guard
 
 pytestmark = [pytest.mark.usefixtures("journald"), pytest.mark.slow]
@@ -45,13 +45,13 @@ def _in_guard(guard: Guard, code: str, *args: str) -> subprocess.Popen[str]:
 
 
 @pytest.fixture
-def fighting(guard: Guard, tmp_path: Path) -> Daemon:
+def fighting(guard: Guard, tmp_path: Path) -> GuardDaemon:
     """A daemon with a short timer (legacy without lock events relies on it)."""
     daemon_config(guard, 0.2 if guard.backend == "legacy" else 30.0)
     return launch(guard, tmp_path)
 
 
-def test_a_persistent_writer_does_not_win(guard: Guard, fighting: Daemon) -> None:
+def test_a_persistent_writer_does_not_win(guard: Guard, fighting: GuardDaemon) -> None:
     """A writer deleting rule 1 every 300 ms for 8 s: policy present most of the time."""
     d = fighting
     try:
@@ -79,7 +79,7 @@ KUBE_JUMPS = (
 )
 
 
-def test_kube_proxy_resync_after_a_flush_is_no_fight(guard: Guard, fighting: Daemon) -> None:
+def test_kube_proxy_resync_after_a_flush_is_no_fight(guard: Guard, fighting: GuardDaemon) -> None:
     """`iptables -F INPUT`, then kube-proxy re-inserting its jumps one by one: no contested."""
     d = fighting
     try:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import REPO, need
+from support import need
 
 from efa_guard.journal import encode, journal_fields
+from tools.harness import REPO
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 JOURNAL_UPLOAD = Path("/lib/systemd/systemd-journal-upload")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, daemon_config, launch, wait_for
+from daemons import GuardDaemon, daemon_config, launch, wait_for
 from support import Guard
 
 pytestmark = pytest.mark.usefixtures("journald")
@@ -13,13 +13,13 @@ LOG_RULE = ("-I", "INPUT", "1", "-i", "eth0", "-j", "LOG", "--log-prefix", "dbg:
 
 
 @pytest.fixture
-def running(guard: Guard, tmp_path: Path) -> Daemon:
+def running(guard: Guard, tmp_path: Path) -> GuardDaemon:
     """A daemon with a short timer, stopped by PID by the test."""
     daemon_config(guard, 0.5)
     return launch(guard, tmp_path)
 
 
-def test_pause_keeps_a_log_rule_until_the_deadline(guard: Guard, running: Daemon) -> None:
+def test_pause_keeps_a_log_rule_until_the_deadline(guard: Guard, running: GuardDaemon) -> None:
     """Paused: a LOG rule above our jump stays, check WARNING; the deadline brings the policy."""
     d = running
     try:
@@ -45,7 +45,7 @@ def test_pause_keeps_a_log_rule_until_the_deadline(guard: Guard, running: Daemon
         d.stop()
 
 
-def test_pause_and_resume_refuse_bad_requests(guard: Guard, running: Daemon) -> None:
+def test_pause_and_resume_refuse_bad_requests(guard: Guard, running: GuardDaemon) -> None:
     """Twice, too long, negative, resume when not paused: each refused, nothing changed."""
     d = running
     try:
@@ -66,7 +66,7 @@ def test_pause_and_resume_refuse_bad_requests(guard: Guard, running: Daemon) -> 
     assert guard.efa("pause").returncode == 3  # no daemon: nothing to pause
 
 
-def test_remove_takes_out_exactly_the_policy(guard: Guard, running: Daemon) -> None:
+def test_remove_takes_out_exactly_the_policy(guard: Guard, running: GuardDaemon) -> None:
     """Refused while the daemon runs; then every EFA_ chain and jump goes, nothing else."""
     guard.ipt("-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "DROP")  # not ours: stays
     refused = guard.efa("remove")

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from nspawn import Container, container
-from support import REPO, need
+from support import need
+
+from tools.harness import REPO
+from tools.nspawn import Container, container
 
 pytestmark = pytest.mark.system
 

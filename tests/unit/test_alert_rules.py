@@ -7,9 +7,10 @@ import shutil
 import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
-from support import REPO, need
+from support import need
 
 from efa_guard.metrics import Metrics
+from tools.harness import REPO
 
 RULES = REPO / "config" / "prometheus" / "efa-guard-alerts.yml"
 RULE_TESTS = REPO / "tests" / "prometheus" / "efa-guard-alerts.test.yml"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import REPO, need
+from support import need
 
 from efa_guard.metrics import (
     TEXTFILE_NAME,
@@ -23,6 +23,7 @@ from efa_guard.metrics import (
     output,
     parse_listen,
 )
+from tools.harness import REPO
 
 NOW = 1_700_000_000.0
 

@@ -9,8 +9,8 @@ all of them are bound, and then serves until SIGTERM or SIGINT:
 
 Usage::
 
-    python3 tests/listen.py --tcp 3306,111 --udp 111 [--host 0.0.0.0]
-    python3 tests/listen.py --tcp 3306 --host :: [--v6only | --no-v6only]
+    python3 tools/listen.py --tcp 3306,111 --udp 111 [--host 0.0.0.0]
+    python3 tools/listen.py --tcp 3306 --host :: [--v6only | --no-v6only]
 
 A host containing ``:`` is bound as IPv6 (``AF_INET6``).  Whether such a
 socket also serves IPv4 (as IPv4-mapped ``::ffff:a.b.c.d``) is decided by
@@ -37,7 +37,7 @@ import selectors
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,6 +48,12 @@ UDP_REPLY = b"efa-guard-sandbox\n"
 
 class StopServingError(Exception):
     """Raised from the signal handler to leave the serve loop cleanly."""
+
+
+def _say(stream: TextIO, line: str) -> None:
+    """Write one line and flush it: the sandbox reads ``ready`` as soon as it is written."""
+    stream.write(line + "\n")
+    stream.flush()
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -136,7 +142,7 @@ def _serve(sel: selectors.BaseSelector) -> None:
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as exc:  # e.g. ECONNABORTED, ICMP errors on UDP
-                print(f"listen.py: {exc}", file=sys.stderr, flush=True)
+                _say(sys.stderr, f"listen.py: {exc}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,15 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     sock = _bind(family, kind, host, port, v6only)
                 except OSError as exc:
-                    print(
-                        f"listen.py: cannot bind {tag} {host} port {port}: {exc}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    _say(sys.stderr, f"listen.py: cannot bind {tag} {host} port {port}: {exc}")
                     return 2
                 sockets.append(sock)
                 sel.register(sock, selectors.EVENT_READ, tag)
-        print("ready", flush=True)
+        _say(sys.stdout, "ready")
         _serve(sel)
     except StopServingError:
         return 0

@@ -1,7 +1,13 @@
 """Benchmark: what `efa-guard check` costs, and whether it grows with kube-proxy's rules.
 
-For each iptables backend and each count of foreign rules, a fresh sandbox (see
-``sandbox.py``: network namespaces created here and always deleted) gets that many
+Two sections, both by default, or one with ``--only``:
+
+``imports``: what ``check`` pays in start-up and imports, on the host (see
+``tools/importcost.py``): a whole ``python -m efa_guard check --help`` process against
+``python -c pass`` (median of ``--import-runs``, 20 by default), target at most 5x.
+
+``check``: for each iptables backend and each count of foreign rules, a fresh sandbox (see
+``tools/sandbox.py``: network namespaces created here and always deleted) gets that many
 kube-proxy-like rules with one ``iptables-<backend>-restore --noflush``, then
 ``efa-guard apply``; then, interleaved over the sandboxes of one backend so that
 slow drifts of the machine hit every size alike, this script times:
@@ -23,8 +29,9 @@ Exit status: 0 when everything ran (targets missed or not), 1 on a failure (a
 command failed, ``check`` did not report OK, the rules did not load), 2 on bad
 usage; with ``--strict`` a missed target exits 1 too.
 
-Usage: ``python tests/bench.py [--runs N] [--sizes 0,10000,50000]
-[--backends nft,legacy] [--json] [--strict]``.
+Usage, from the checkout's root: ``python -m tools.bench [--only imports|check]
+[--runs N] [--import-runs N] [--sizes 0,10000,50000] [--backends nft,legacy] [--json]
+[--strict]``.
 """
 
 from __future__ import annotations
@@ -32,30 +39,36 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
-import os
-import platform
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NoReturn
+from typing import TYPE_CHECKING, Literal
 
-from sandbox import Sandbox, SandboxError, missing_tools, sandbox
+from tools.benchkit import (
+    FAILED,
+    OK,
+    BenchError,
+    Verdict,
+    environment,
+    header,
+    ns_ok,
+    on_sigterm,
+    positive,
+    progress,
+)
+from tools.harness import HarnessError, efa_argv, isolate_state, write_config
+from tools.importcost import IMPORT_RUNS, ImportCost
+from tools.importcost import measure as measure_imports
+from tools.kuberules import count_rules, foreign_rules
+from tools.sandbox import Sandbox, missing_tools, sandbox
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
-    from types import FrameType
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "config" / "efa-guard.toml"
-BACKEND_LINE = re.compile(r'^backend = "auto"$', re.MULTILINE)
+    from collections.abc import Callable, Sequence
 
 Kind = Literal["nft", "legacy"]
 KINDS: tuple[Kind, ...] = ("nft", "legacy")
@@ -65,19 +78,10 @@ CHECK_TARGET_MS = 200.0
 FLAT_TARGET = 1.2
 """Target on nft: check median at the largest size at most this times the one at 0."""
 
-COMMAND_TIMEOUT = 120.0
-"""Seconds any single command may take (loading 50k rules included)."""
 READ_ROUNDS = 5
 """The in-process read timings of a namespace come from this many child processes."""
-FILTER_SHARE = 10
-"""One foreign rule in this many goes to the filter table, the rest to nat."""
-
-OK = 0
-FAILED = 1
-
-
-class BenchError(Exception):
-    """Something the benchmark needs did not work: an actual failure."""
+SECTIONS = ("imports", "check")
+"""What ``--only`` can pick; both run by default, in this order."""
 
 
 # -- statistics -------------------------------------------------------------
@@ -96,7 +100,8 @@ class Stats:
     def of(cls, samples: Sequence[float]) -> Stats:
         """Median, nearest-rank 90th percentile and minimum of ``samples``."""
         if not samples:
-            raise BenchError("no samples")
+            msg = "no samples"
+            raise BenchError(msg)
         ordered = sorted(samples)
         rank = max(1, math.ceil(0.9 * len(ordered)))
         return cls(
@@ -114,213 +119,6 @@ class Stats:
             "min_ms": round(self.min, 3),
             "n": self.n,
         }
-
-
-# -- kube-proxy-like rules --------------------------------------------------
-
-
-def _hash_name(prefix: str, *parts: object) -> str:
-    """A kube-proxy style chain name: prefix plus 16 base32-ish characters."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest().upper()
-    return f"{prefix}-{digest[:16]}"
-
-
-def _cluster_ip(i: int) -> str:
-    """The i-th service address in 10.96.0.0/12 (never sent traffic)."""
-    i += 1
-    return f"10.{96 + (i >> 16) % 16}.{(i >> 8) & 0xFF}.{i & 0xFF}"
-
-
-def _pod_ip(i: int) -> str:
-    """The i-th endpoint address in 10.244.0.0/16."""
-    i += 1
-    return f"10.244.{(i >> 8) & 0xFF}.{i & 0xFF}"
-
-
-NAT_HEADER = (
-    '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
-    "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000",
-    "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
-    "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
-    (
-        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
-        "-j MASQUERADE --random-fully"
-    ),
-)
-NAT_LAST = (
-    '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be '
-    'the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
-)
-FILTER_HEADER = (
-    "-I INPUT 1 -j KUBE-FIREWALL",
-    (
-        '-I INPUT 1 -m comment --comment "kubernetes externally-visible service portals" '
-        "-m conntrack --ctstate NEW -j KUBE-EXTERNAL-SERVICES"
-    ),
-    '-I INPUT 1 -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
-    (
-        '-I INPUT 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" '
-        "-j KUBE-SERVICES"
-    ),
-    '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
-    "-A OUTPUT -j KUBE-FIREWALL",
-    (
-        '-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming '
-        'localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP'
-    ),
-    "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
-    (
-        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" '
-        "-m mark --mark 0x4000/0x4000 -j ACCEPT"
-    ),
-)
-MANGLE_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
-NAT_BASE = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
-FILTER_BASE = ("INPUT", "FORWARD", "OUTPUT")
-
-
-def _service_rules() -> Iterator[str]:
-    """Endless nat rules of services with 1-3 endpoints each, as kube-proxy writes them."""
-    endpoint = 0
-    for svc in range(1 << 20):
-        ip, name = _cluster_ip(svc), f"default/svc-{svc}:http"
-        svc_chain = _hash_name("KUBE-SVC", svc)
-        yield (
-            f'-A KUBE-SERVICES -d {ip}/32 -p tcp -m comment --comment "{name} cluster IP" '
-            f"-m tcp --dport 80 -j {svc_chain}"
-        )
-        yield (
-            f'-A {svc_chain} ! -s 10.244.0.0/16 -d {ip}/32 -p tcp -m comment --comment "{name} '
-            f'cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ'
-        )
-        count = svc % 3 + 1
-        seps = []
-        for k in range(count):
-            pod, sep = _pod_ip(endpoint), _hash_name("KUBE-SEP", svc, k)
-            endpoint += 1
-            seps.append((pod, sep))
-            stat = (
-                f"-m statistic --mode random --probability {1 / (count - k):.11f} "
-                if k < count - 1
-                else ""
-            )
-            yield f'-A {svc_chain} -m comment --comment "{name} -> {pod}:8080" {stat}-j {sep}'
-        for pod, sep in seps:
-            yield f'-A {sep} -s {pod}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ'
-            yield (
-                f'-A {sep} -p tcp -m comment --comment "{name}" -m tcp '
-                f"-j DNAT --to-destination {pod}:8080"
-            )
-
-
-def _reject_rules() -> Iterator[str]:
-    """Endless filter KUBE-SERVICES REJECTs for services without endpoints."""
-    for i in range(1 << 20):
-        yield (
-            f"-A KUBE-SERVICES -d {_cluster_ip((1 << 19) + i)}/32 -p tcp -m comment "
-            f'--comment "default/empty-{i}:http has no endpoints" -m tcp --dport 80 '
-            "-j REJECT --reject-with icmp-port-unreachable"
-        )
-
-
-def _take(header: Sequence[str], body: Iterator[str], count: int) -> list[str]:
-    out = list(header[:count])
-    for line in body:
-        if len(out) >= count:
-            break
-        out.append(line)
-    return out
-
-
-def _table(name: str, base: Sequence[str], rules: Sequence[str]) -> str:
-    """One ``*table`` block declaring every non-built-in chain the rules use."""
-    chains: dict[str, None] = {}
-    for rule in rules:
-        words = rule.split()
-        used = [words[1]]
-        if "-j" in words:
-            used.append(words[words.index("-j") + 1])
-        chains.update((c, None) for c in used if c.startswith("KUBE-") and c not in base)
-    lines = [f"*{name}", *(f":{c} - [0:0]" for c in chains), *rules, "COMMIT"]
-    return "\n".join(lines) + "\n"
-
-
-def foreign_rules(count: int) -> str:
-    """``iptables-restore --noflush`` input holding exactly ``count`` kube-proxy-like rules."""
-    n_filter = count // FILTER_SHARE
-    n_nat = count - n_filter
-    nat = _take((*NAT_HEADER, NAT_LAST), _service_rules(), n_nat)
-    if NAT_LAST in nat:  # kube-proxy keeps the nodeports jump last in KUBE-SERVICES
-        nat.remove(NAT_LAST)
-        nat.append(NAT_LAST)
-    filt = _take(FILTER_HEADER, _reject_rules(), n_filter)
-    mangle = "*mangle\n" + "".join(f":{c} - [0:0]\n" for c in MANGLE_CHAINS) + "COMMIT\n"
-    text = mangle
-    if filt:
-        text += _table("filter", FILTER_BASE, filt)
-    if nat:
-        text += _table("nat", NAT_BASE, nat)
-    return text
-
-
-def count_rules(save_output: str) -> int:
-    """Rules in ``iptables-save`` output that are not efa-guard's."""
-    return sum(
-        1 for line in save_output.splitlines() if line.startswith("-A ") and "EFA_" not in line
-    )
-
-
-# -- running things in a namespace ------------------------------------------
-
-
-def ns_run(
-    ns: str, argv: Sequence[str], *, capture: bool = True, stdin: str | None = None
-) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Run ``ip netns exec ns *argv`` from the repo root; return (wall ms, result)."""
-    full = ["ip", "netns", "exec", ns, *argv]
-    out = subprocess.PIPE if capture else subprocess.DEVNULL
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            full,
-            check=False,
-            cwd=REPO,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {COMMAND_TIMEOUT} s: {full}") from None
-    elapsed = (time.perf_counter() - start) * 1000.0
-    return elapsed, proc
-
-
-def ns_ok(
-    ns: str, argv: Sequence[str], *, capture: bool = True, stdin: str | None = None
-) -> tuple[float, str]:
-    """Like :func:`ns_run`, but a non-zero exit is a :class:`BenchError`."""
-    ms, proc = ns_run(ns, argv, capture=capture, stdin=stdin)
-    if proc.returncode != 0:
-        raise BenchError(
-            f"{' '.join(argv)} in {ns} exited {proc.returncode}\n"
-            f"stdout: {(proc.stdout or '')[-2000:]}\nstderr: {(proc.stderr or '')[-2000:]}"
-        )
-    return ms, proc.stdout or ""
-
-
-def write_config(directory: Path, backend: str) -> Path:
-    """A copy of the default config with ``backend`` set; the path of the copy."""
-    text, n = BACKEND_LINE.subn(f'backend = "{backend}"', DEFAULT_CONFIG.read_text())
-    if n != 1:
-        raise BenchError(f'{DEFAULT_CONFIG}: expected one line `backend = "auto"`, found {n}')
-    path = directory / f"efa-guard-{backend}.toml"
-    path.write_text(text)
-    return path
 
 
 # -- one backend -------------------------------------------------------------
@@ -379,13 +177,14 @@ def prepare(t: Target, kind: Kind, config: Path) -> None:
     _, saved = ns_ok(t.ns, [f"iptables-{kind}-save"])
     loaded = count_rules(saved)
     if loaded != t.size:
-        raise BenchError(f"{kind}: loaded {loaded} foreign rules, wanted {t.size}")
-    ns_ok(t.ns, [sys.executable, "-m", "efa_guard", "apply", "--config", str(config)])
+        msg = f"{kind}: loaded {loaded} foreign rules, wanted {t.size}"
+        raise BenchError(msg)
+    ns_ok(t.ns, efa_argv("apply", config=config))
 
 
 def check_ok(ns: str, config: Path) -> float:
     """Time one whole-process `efa-guard check`; it must say OK (exit 0)."""
-    return ns_ok(ns, [sys.executable, "-m", "efa_guard", "check", "--config", str(config)])[0]
+    return ns_ok(ns, efa_argv("check", config=config))[0]
 
 
 def time_round_robin(
@@ -403,13 +202,14 @@ def time_round_robin(
 
 def child_read(t: Target, config: Path, runs: int) -> list[float]:
     """Run this script's ``--child-read`` mode in the namespace; its timings in ms."""
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child-read", str(config)]
+    argv = [sys.executable, "-m", "tools.bench", "--child-read", str(config)]
     _, out = ns_ok(t.ns, [*argv, "--runs", str(runs)])
     try:
         data = json.loads(out)
         timings = [float(x) for x in data["read_ms"]]
     except (ValueError, KeyError, TypeError) as e:
-        raise BenchError(f"--child-read printed {out[:500]!r}: {e}") from None
+        msg = f"--child-read printed {out[:500]!r}: {e}"
+        raise BenchError(msg) from None
     return timings
 
 
@@ -433,9 +233,9 @@ def bench_backend(
     with contextlib.ExitStack() as stack:
         targets = [Target(size, stack.enter_context(sandbox(prefix="efab"))) for size in sizes]
         for t in targets:
-            progress(f"{kind}: loading {t.size} foreign rules into {t.ns}")
+            progress("bench", f"{kind}: loading {t.size} foreign rules into {t.ns}")
             prepare(t, kind, config)
-        progress(f"{kind}: timing ({runs} runs each)")
+        progress("bench", f"{kind}: timing ({runs} runs each)")
 
         def quiet(argv: Sequence[str]) -> Callable[[Target], float]:
             return lambda t: ns_ok(t.ns, argv, capture=False)[0]
@@ -476,19 +276,6 @@ def rows_of(kind: Kind, targets: Sequence[Target]) -> list[Row]:
 
 
 # -- targets and output ------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    """One target: what it asks, what was measured, whether it is met."""
-
-    name: str
-    measured: str
-    met: bool | None  # None: not evaluated with these options
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON form."""
-        return {"target": self.name, "measured": self.measured, "met": self.met}
 
 
 def verdicts(rows: Sequence[Row]) -> list[Verdict]:
@@ -561,7 +348,7 @@ def table(rows: Sequence[Row]) -> str:
         f"{'auto med':>8} {'read med':>8} {'save med':>8} {'exec med':>8} {'py med':>6} "
         f"{'load':>7}"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     for r in rows:
         auto = f"{r.check_auto.median:8.1f}" if r.check_auto else f"{'-':>8}"
         ratio = f"{r.ratio:6.2f}" if r.ratio is not None else f"{'-':>6}"
@@ -581,36 +368,18 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def progress(message: str) -> None:
-    """Progress on stderr, so that stdout stays the report."""
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def environment() -> dict[str, str]:
-    """What the numbers were measured on."""
-    version = subprocess.run(
-        ["iptables-nft", "--version"], check=False, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "iptables": version,
-        "cpus": str(os.cpu_count()),
-    }
-
-
 # -- entry points ------------------------------------------------------------
 
 
 def run_child_read(config: Path, runs: int) -> int:
     """``--child-read``: time ``Iptables(kind).read(policy)`` in this process, print JSON."""
-    sys.path.insert(0, str(REPO))
-    from efa_guard.config import load  # noqa: PLC0415 - child mode only, after the path fix
+    from efa_guard.config import load  # noqa: PLC0415 - child mode only
     from efa_guard.iptables import Iptables  # noqa: PLC0415 - same
 
     cfg = load(config)
     if cfg.backend == "auto":
-        raise BenchError("--child-read needs a config with backend nft or legacy")
+        msg = "--child-read needs a config with backend nft or legacy"
+        raise BenchError(msg)
     ipt = Iptables(cfg.backend)
     ipt.read(cfg.policy)  # warm-up: resolves the binaries' paths
     timings = []
@@ -646,87 +415,103 @@ def _kinds(text: str) -> list[Kind]:
     return out
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"need a positive integer, got {text!r}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    p.add_argument("--runs", type=_positive, default=30, help="timed runs per measurement")
+    p.add_argument("--runs", type=positive, default=30, help="timed runs per measurement")
     p.add_argument("--sizes", type=_int_list, default=[0, 10000, 50000], help="foreign rules")
     p.add_argument("--backends", type=_kinds, default=list(KINDS), help="nft,legacy")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--only", choices=SECTIONS, help="run one section (default: all)")
+    p.add_argument(
+        "--import-runs", type=positive, default=IMPORT_RUNS, help="timed runs, imports section"
+    )
     p.add_argument("--child-read", type=Path, metavar="CONFIG", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    del frame
-    raise SystemExit(128 + signum)  # unwinds the `with`, which deletes the namespaces
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the report; return the exit status."""
+    isolate_state()
     args = parse_args(argv)
     if args.child_read is not None:
         return run_child_read(args.child_read, args.runs)
-    missing = missing_tools()
+    sections = [args.only] if args.only else list(SECTIONS)
+    missing = missing_tools() if "check" in sections else []
     if missing:
         print(f"bench: cannot run, missing: {', '.join(missing)}", file=sys.stderr)
         return FAILED
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     sizes = sorted(args.sizes)
     started = time.perf_counter()
+    imports: ImportCost | None = None
     rows: list[Row] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="efa-bench-") as tmp:
-            configs = {b: write_config(Path(tmp), b) for b in ("auto", *KINDS)}
-            for kind in args.backends:
-                rows += bench_backend(kind, sizes, args.runs, configs)
-    except (BenchError, SandboxError, OSError) as e:
+        if "imports" in sections:
+            progress("bench", f"imports: {args.import_runs} runs each")
+            imports = measure_imports(args.import_runs)
+        if "check" in sections:
+            with tempfile.TemporaryDirectory(prefix="efa-bench-") as tmp:
+                configs = {
+                    b: write_config(Path(tmp) / f"efa-guard-{b}.toml", backend=b)
+                    for b in ("auto", *KINDS)
+                }
+                for kind in args.backends:
+                    rows += bench_backend(kind, sizes, args.runs, configs)
+    except (HarnessError, OSError) as e:
         print(f"bench: FAILED: {e}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:
         print("bench: interrupted (namespaces deleted)", file=sys.stderr)
         return 130
     elapsed = time.perf_counter() - started
-    results = verdicts(rows)
+    results = [imports.verdict()] if imports else []
+    results += verdicts(rows) if "check" in sections else []
     grown = growth(rows)
     if args.json:
         report = {
             "runs": args.runs,
             "elapsed_s": round(elapsed, 1),
             "environment": environment(),
+            "imports": imports.as_dict() if imports else None,
             "rows": [r.as_dict() for r in rows],
             "growth": [g.as_dict() for g in grown],
             "targets": [v.as_dict() for v in results],
         }
         print(json.dumps(report, indent=2))
     else:
-        env = environment()
-        print(
-            f"efa-guard bench: {args.runs} runs each, {elapsed:.0f} s; "
-            + ", ".join(f"{k} {v}" for k, v in env.items())
-        )
-        print()
-        print(table(rows))
-        print()
-        for g in grown:
-            print(g.describe())
-        print()
-        for v in results:
-            state = {True: "MET", False: "MISSED", None: "N/A"}[v.met]
-            print(f"target {state:<6} {v.name}: {v.measured}")
+        print_report(args.runs, elapsed, imports, rows, results)
     missed = any(v.met is False for v in results)
     return FAILED if args.strict and missed else OK
+
+
+def print_report(
+    runs: int,
+    elapsed: float,
+    imports: ImportCost | None,
+    rows: Sequence[Row],
+    results: Sequence[Verdict],
+) -> None:
+    """The human-readable report on stdout."""
+    env = environment()
+    what = f"{runs} runs each" if rows else "imports only"
+    print(
+        f"efa-guard bench: {what}, {elapsed:.0f} s; "
+        + ", ".join(f"{k} {v}" for k, v in env.items())
+    )
+    print()
+    if imports is not None:
+        print("\n".join(imports.lines()))
+        print()
+    if rows:
+        print(table(rows))
+        print()
+        for g in growth(rows):
+            print(g.describe())
+        print()
+    for v in results:
+        print(v.line())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.harness import HarnessError
+
 CACHE = Path(os.environ.get("EFA_GUARD_ROOTFS_CACHE", "/var/cache/efa-guard-test"))
 SUITE = "bookworm"
 # What the installed package needs from Debian, present before `apt install ./efa-guard.deb`
@@ -31,7 +33,7 @@ PACKAGES = (
 ROOTFS_VERSION = "1"  # bump to force a rebuild when PACKAGES change
 
 
-class ContainerError(Exception):
+class ContainerError(HarnessError):
     """A container command failed; carries the evidence."""
 
 

@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from journald import PrivateJournald, private_journald
-from sandbox import Sandbox, sandbox
-from support import REPO, write_config
+from tools.harness import REPO, isolate_state, write_config
+from tools.privjournal import PrivateJournald, private_journald
+from tools.sandbox import Sandbox, sandbox
 
 SOCKET_ENV = "EFA_GUARD_JOURNAL_SOCKET"
 
@@ -56,7 +56,7 @@ def _summary(name: str, values: list[float]) -> str:
 
 def measure(jd: PrivateJournald, box: Sandbox, repo: Path, tampers: int, tmp: Path) -> None:
     """Print the latencies, running then stalled, and the SIGTERM time while stalled."""
-    config = write_config(tmp / "g.toml", "nft")
+    config = write_config(tmp / "g.toml", backend="nft")
     text = config.read_text().replace("interval = 10.0 ", "interval = 30.0 ")
     config.write_text(text.replace("contest_threshold = 5 ", "contest_threshold = 1000 "))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -87,6 +87,7 @@ def measure(jd: PrivateJournald, box: Sandbox, repo: Path, tampers: int, tmp: Pa
 
 def main() -> int:
     """Run the measurement once."""
+    isolate_state()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tampers", type=int, default=5)
     parser.add_argument("--repo", type=Path, default=REPO)

@@ -1,6 +1,6 @@
 """Benchmark of the `efa-guard run` daemon: correction latency, idle cost, resync bursts.
 
-Every measurement runs in its own fresh sandbox (see ``sandbox.py``: network namespaces
+Every measurement runs in its own fresh sandbox (see ``tools/sandbox.py``: network namespaces
 created here and always deleted), with the daemon started as ``python -m efa_guard run
 --log-format json`` inside the guard namespace and its JSON lines read from its stderr in a
 thread, each stamped with the time it arrived:
@@ -39,7 +39,7 @@ Exit status: 0 when everything ran (targets met or not), 1 on a failure (the dae
 start or exited badly, a command failed, the policy was not in place at the end of a
 measurement), 2 on bad usage; with ``--strict`` a missed target exits 1 too.
 
-Usage: ``python tests/bench_daemon.py [--tampers N] [--idle-seconds S] [--rules N]
+Usage: ``python -m tools.bench_daemon [--tampers N] [--idle-seconds S] [--rules N]
 [--quick] [--shared-lock] [--json] [--strict]``.
 """
 
@@ -50,10 +50,7 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
-import platform
 import random
-import re
 import shutil
 import signal
 import statistics
@@ -63,17 +60,30 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal, NoReturn
+from typing import TYPE_CHECKING, Literal
 
-from bench import _positive, foreign_rules
-from sandbox import Sandbox, SandboxError, missing_tools, sandbox
+from tools.benchkit import (
+    COMMAND_TIMEOUT,
+    FAILED,
+    OK,
+    BenchError,
+    Verdict,
+    environment,
+    header,
+    ns_ok,
+    on_sigterm,
+    positive,
+    progress,
+    run_ok,
+    seconds,
+)
+from tools.harness import HarnessError, efa_argv, isolate_state, write_config
+from tools.kuberules import KubeRules
+from tools.runner import Cpu, Daemon, Line
+from tools.sandbox import Sandbox, missing_tools, sandbox
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from types import FrameType
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "config" / "efa-guard.toml"
 
 Kind = Literal["nft", "legacy"]
 
@@ -110,8 +120,6 @@ START_TIMEOUT = 30.0
 """Seconds for the daemon to log its startup assertion."""
 STOP_TIMEOUT = 10.0
 """Seconds for the daemon to exit after SIGTERM."""
-COMMAND_TIMEOUT = 120.0
-"""Seconds any single command may take."""
 SETTLE = 1.0
 """Seconds after the daemon's startup before anything is measured."""
 BURST_QUIET = 2.0
@@ -143,15 +151,6 @@ mount lives in a private mount namespace of the daemon's and is gone with it; ta
 it with nsenter.  ``--shared-lock`` turns this off.
 """
 PRIVATE_RUN_TOOLS = ("unshare", "nsenter", "mount")
-
-OK = 0
-FAILED = 1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """Something the benchmark needs did not work: an actual failure."""
-
 
 # -- statistics ----------------------------------------------------------------------------
 
@@ -206,248 +205,13 @@ def _ms(v: float) -> str:
     return "miss" if math.isinf(v) else f"{v:.1f}"
 
 
-# -- kube-proxy-like rules -----------------------------------------------------------------
-
-_BUILTIN_RULE = re.compile(r"^-[AID] (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING)\b")
-
-
-@dataclasses.dataclass(frozen=True)
-class KubeRules:
-    """The initial load, and the resync texts derived from it."""
-
-    initial: str
-    resync: str
-    resync_with_jumps: str
-    rules: int
-
-    @classmethod
-    def make(cls, count: int) -> KubeRules:
-        """``count`` rules shaped like kube-proxy's (see bench.py), and their resyncs.
-
-        The resync keeps the nat and filter blocks and drops every rule of a built-in
-        chain: with ``--noflush`` its ``:KUBE-*`` lines flush those chains and the rules
-        refill them, as kube-proxy's full sync does.  The variant also deletes
-        kube-proxy's INPUT jumps and inserts them again at position 1.
-        """
-        initial = foreign_rules(count)
-        blocks: list[list[str]] = []
-        jumps: list[str] = []
-        table = ""
-        for line in initial.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-                if table in {"nat", "filter"}:
-                    blocks.append([line])
-                continue
-            if table not in {"nat", "filter"}:
-                continue
-            if _BUILTIN_RULE.match(line):
-                if table == "filter" and line.startswith("-I INPUT 1 "):
-                    jumps.append(line.removeprefix("-I INPUT 1 "))
-                continue
-            blocks[-1].append(line)
-        resync = "".join("\n".join(b) + "\n" for b in blocks)
-        moved = []
-        for block in blocks:
-            if block[0] == "*filter":
-                head = [ln for ln in block if ln.startswith((":", "*"))]
-                rest = [ln for ln in block if not ln.startswith((":", "*"))]
-                ops = [f"-D INPUT {j}" for j in jumps] + [f"-I INPUT 1 {j}" for j in jumps]
-                block = [*head, *ops, *rest]  # noqa: PLW2901 - a rebuilt copy
-            moved.append("\n".join(block) + "\n")
-        if not jumps:
-            raise BenchError("the foreign rules hold no INPUT jumps to move")
-        rules = sum(1 for ln in resync.splitlines() if ln.startswith("-A "))
-        return cls(initial, resync, "".join(moved), rules)
-
-
 # -- the daemon ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Line:
-    """One line the daemon wrote to stderr, with its arrival time (time.monotonic)."""
-
-    at: float
-    event: str
-    data: dict[str, object]
-    raw: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Cpu:
-    """CPU time of a process in milliseconds: its own, and its reaped children's."""
-
-    own: float
-    children: float
-
-    def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(self.own - other.own, self.children - other.children)
-
-    @property
-    def total(self) -> float:
-        """Own plus children."""
-        return self.own + self.children
-
-
-class Daemon:
-    """`efa-guard run` inside a namespace, with its stderr read in a thread."""
-
-    def __init__(self, ns: str, config: Path, *, private_run: bool = False) -> None:
-        self.config = config
-        self.private_run = private_run
-        self.argv = ["ip", "netns", "exec", ns, *(PRIVATE_RUN if private_run else ())]
-        self.argv += [
-            sys.executable,
-            "-m",
-            "efa_guard",
-            "run",
-            "--config",
-            str(config),
-            "--log-format",
-            "json",
-        ]
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.pid = self.proc.pid
-        self.ns = ns
-        self.lines: list[Line] = []
-        self.eof = False
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._read, name="daemon-stderr", daemon=True)
-        self.thread.start()
-        self.returncode: int | None = None
-
-    def _read(self) -> None:
-        stream: IO[bytes] | None = self.proc.stderr
-        assert stream is not None
-        for raw in iter(stream.readline, b""):
-            at = time.monotonic()
-            text = raw.decode(errors="replace").rstrip("\n")
-            data: dict[str, object] = {}
-            with contextlib.suppress(ValueError):
-                parsed = json.loads(text)
-                if isinstance(parsed, dict):
-                    data = parsed
-            with self.cond:
-                self.lines.append(Line(at, str(data.get("event", "")), data, text))
-                self.cond.notify_all()
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
-
-    def mark(self) -> int:
-        """The number of lines read so far: a position for :meth:`wait_for`."""
-        with self.cond:
-            return len(self.lines)
-
-    def wait_for(self, event: str, *, after: int = 0, timeout: float) -> Line | None:
-        """The first line of ``event`` at or after position ``after``; None on timeout/EOF."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            pos = after
-            while True:
-                while pos < len(self.lines):
-                    if self.lines[pos].event == event:
-                        return self.lines[pos]
-                    pos += 1
-                left = deadline - time.monotonic()
-                if self.eof or left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def since(self, after: int, event: str | None = None) -> list[Line]:
-        """Lines from position ``after`` on, optionally only of one event."""
-        with self.cond:
-            return [ln for ln in self.lines[after:] if event is None or ln.event == event]
-
-    def tail(self, lines: int = 15) -> str:
-        """The last lines, for error messages."""
-        with self.cond:
-            return "\n".join(ln.raw for ln in self.lines[-lines:])
-
-    def cpu(self) -> Cpu:
-        """utime+stime, and cutime+cstime, from /proc/PID/stat."""
-        fields = self._proc("stat").rsplit(")", 1)[1].split()
-        # fields[0] is field 3 (state): utime 14, stime 15, cutime 16, cstime 17.
-        own = int(fields[11]) + int(fields[12])
-        children = int(fields[13]) + int(fields[14])
-        return Cpu(own * 1000.0 / CLK_TCK, children * 1000.0 / CLK_TCK)
-
-    def memory_mb(self) -> tuple[float, float]:
-        """VmRSS and VmHWM from /proc/PID/status, in MB."""
-        values: dict[str, float] = {}
-        for line in self._proc("status").splitlines():
-            key, _, rest = line.partition(":")
-            if key in {"VmRSS", "VmHWM"}:
-                values[key] = int(rest.split()[0]) / 1024.0
-        return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
-
-    def _proc(self, name: str) -> str:
-        try:
-            return Path(f"/proc/{self.pid}/{name}").read_text()
-        except OSError as e:
-            raise BenchError(f"daemon {self.pid} gone? {e}\n{self.tail()}") from None
-
-    def check_alive(self) -> None:
-        """Raise if the daemon has exited, or if the PID is not the daemon itself."""
-        if self.proc.poll() is not None:
-            raise BenchError(f"daemon exited with {self.proc.returncode}:\n{self.tail()}")
-        cmdline = self._proc("cmdline").replace("\0", " ")
-        if "efa_guard" not in cmdline:
-            raise BenchError(f"PID {self.pid} is not the daemon: {cmdline!r}")
-
-    def stop(self) -> Line:
-        """SIGTERM by PID, wait, then SIGKILL if needed; the `stopping` line (exit 0 needed)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-                self.thread.join(timeout=STOP_TIMEOUT)
-                raise BenchError(f"daemon ignored SIGTERM for {STOP_TIMEOUT} s") from None
-        self.thread.join(timeout=STOP_TIMEOUT)
-        self.returncode = self.proc.returncode
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        if self.returncode != 0:
-            raise BenchError(f"daemon exited with {self.returncode}:\n{self.tail()}")
-        stopping = self.wait_for("stopping", timeout=0)
-        if stopping is None:
-            raise BenchError(f"daemon logged no `stopping` line:\n{self.tail()}")
-        return stopping
-
-    def enter(self) -> list[str]:
-        """The prefix that runs a command where the daemon runs (its netns, its /run)."""
-        if self.private_run:
-            return ["nsenter", "-t", str(self.pid), "-m", "-n"]
-        return ["ip", "netns", "exec", self.ns]
-
-    def kill(self) -> None:
-        """Teardown on failure: stop it by PID whatever state it is in."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        self.thread.join(timeout=STOP_TIMEOUT)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @contextlib.contextmanager
 def running(ns: str, config: Path, *, private_run: bool = False) -> Iterator[Daemon]:
     """Start the daemon, wait for its startup assertion, and always stop it."""
-    d = Daemon(ns, config, private_run=private_run)
+    d = Daemon(ns, config, prefix=PRIVATE_RUN if private_run else ())
     try:
         if d.wait_for("policy_asserted", timeout=START_TIMEOUT) is None:
             raise BenchError(f"daemon did not assert the policy in {START_TIMEOUT} s:\n{d.tail()}")
@@ -455,6 +219,19 @@ def running(ns: str, config: Path, *, private_run: bool = False) -> Iterator[Dae
         yield d
     finally:
         d.kill()
+
+
+def stop(d: Daemon) -> Line:
+    """SIGTERM it; it must exit 0 and log its `stopping` line, which is returned."""
+    returncode = d.stop(timeout=STOP_TIMEOUT)
+    if returncode != 0:
+        msg = f"daemon exited with {returncode}:\n{d.tail()}"
+        raise BenchError(msg)
+    stopping = d.wait_for("stopping", timeout=0)
+    if stopping is None:
+        msg = f"daemon logged no `stopping` line:\n{d.tail()}"
+        raise BenchError(msg)
+    return stopping
 
 
 def counter(line: Line, name: str) -> int:
@@ -468,61 +245,19 @@ def counter(line: Line, name: str) -> int:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def ns_ok(ns: str, argv: Sequence[str], *, stdin: str | None = None) -> str:
-    """Run ``ip netns exec ns *argv`` from the repo root; a non-zero exit is a failure."""
-    return run_ok(["ip", "netns", "exec", ns, *argv], stdin=stdin)
-
-
-def run_ok(full: Sequence[str], *, stdin: str | None = None) -> str:
-    """Run ``full`` from the repo root; a non-zero exit is a failure."""
-    try:
-        proc = subprocess.run(
-            full,
-            check=False,
-            cwd=REPO,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {COMMAND_TIMEOUT} s: {full}") from None
-    if proc.returncode != 0:
-        raise BenchError(
-            f"{' '.join(full)} exited {proc.returncode}\n"
-            f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
-        )
-    return proc.stdout
-
-
 def policy_in_place(ns: str, config: Path) -> None:
     """`efa-guard check` must say OK (exit 0) at the end of every measurement."""
-    ns_ok(ns, [sys.executable, "-m", "efa_guard", "check", "--config", str(config)])
+    ns_ok(ns, efa_argv("check", config=config))
 
 
-def write_config(
+def daemon_config(
     directory: Path, name: str, *, backend: Kind, interval: float, no_contest: bool
 ) -> Path:
     """A copy of the default config with backend, timer and (optionally) contest settings."""
-    text = DEFAULT_CONFIG.read_text()
-    subs = [(r'^backend = "auto"', f'backend = "{backend}"')]
-    subs.append((r"^interval = [0-9.]+", f"interval = {interval!r}"))
+    settings = {"interval": interval}
     if no_contest:
-        subs.append((r"^contest_threshold = [0-9]+", "contest_threshold = 1000"))
-        subs.append((r"^contest_window = [0-9.]+", "contest_window = 0.1"))
-    for pattern, repl in subs:
-        text, n = re.subn(pattern, repl, text, flags=re.MULTILINE)
-        if n != 1:
-            raise BenchError(f"{DEFAULT_CONFIG}: expected one line matching {pattern!r}, got {n}")
-    path = directory / f"{name}.toml"
-    path.write_text(text)
-    return path
-
-
-def progress(message: str) -> None:
-    """Progress on stderr, so that stdout stays the report."""
-    print(f"bench-daemon: {message}", file=sys.stderr, flush=True)
+        settings |= {"contest_threshold": 1000, "contest_window": 0.1}
+    return write_config(directory / f"{name}.toml", backend=backend, settings=settings)
 
 
 def load_rules(sb: Sandbox, text: str) -> None:
@@ -739,7 +474,7 @@ def tamper_series(
 
 def policy_in_place_fix(d: Daemon) -> None:
     """After a missed correction: `efa-guard apply` where the daemon runs."""
-    run_ok([*d.enter(), sys.executable, "-m", "efa_guard", "apply", "--config", str(d.config)])
+    run_ok([*d.enter(), *efa_argv("apply", config=d.config)])
 
 
 def other_events(d: Daemon, after: int) -> dict[str, int]:
@@ -760,7 +495,7 @@ def sources_of(d: Daemon) -> tuple[str, ...]:
     return tuple(str(s) for s in value) if isinstance(value, list) else ()
 
 
-def bench_latency(
+def bench_latency(  # noqa: PLR0913 - one scenario's independent settings
     name: str,
     *,
     kind: Kind,
@@ -772,7 +507,8 @@ def bench_latency(
 ) -> LatencyRun:
     """One latency scenario in a fresh sandbox."""
     progress(
-        f"{name}: {tampers} tampers" + (f" under a {kube.rules}-rule resync loop" if kube else "")
+        "bench-daemon",
+        f"{name}: {tampers} tampers" + (f" under a {kube.rules}-rule resync loop" if kube else ""),
     )
     rng = random.Random(1) if kind == "legacy" else None  # noqa: S311 - pacing, not crypto
     timeout = NFT_TIMEOUT if kind == "nft" else interval + NFT_TIMEOUT
@@ -797,7 +533,7 @@ def bench_latency(
             d.check_alive()
             events = other_events(d, mark)
             sources = sources_of(d)
-            d.stop()
+            stop(d)
         policy_in_place(sb.guard, config)
     run = LatencyRun(
         name, kind, interval, tuple(samples), sources, events, spent, seconds, private_run
@@ -860,7 +596,7 @@ class IdleRun:
 
 def bench_idle(kind: Kind, config: Path, seconds: float, *, private_run: bool) -> IdleRun:
     """The daemon with nothing to do, in a fresh sandbox."""
-    progress(f"idle on {kind}: {seconds:g} s")
+    progress("bench-daemon", f"idle on {kind}: {seconds:g} s")
     with (
         sandbox(prefix="efad") as sb,
         running(sb.guard, config, private_run=private_run) as d,
@@ -873,7 +609,7 @@ def bench_idle(kind: Kind, config: Path, seconds: float, *, private_run: bool) -
         rss, hwm = d.memory_mb()
         d.check_alive()
         events = other_events(d, mark)
-        stopping = d.stop()
+        stopping = stop(d)
         policy_in_place(sb.guard, config)
     checks = counter(stopping, "checks") - 1
     return IdleRun(kind, end - start, after - before, checks, rss, hwm, events, private_run)
@@ -912,7 +648,7 @@ class BurstRun:
 
 def bench_burst(variant: str, config: Path, kube: KubeRules, text: str) -> BurstRun:
     """Policy in place over the foreign rules; one resync; quiet; stop; count."""
-    progress(f"resync burst ({variant}): one restore of {kube.rules} rules")
+    progress("bench-daemon", f"resync burst ({variant}): one restore of {kube.rules} rules")
     with sandbox(prefix="efad") as sb:
         load_rules(sb, kube.initial)
         with running(sb.guard, config) as d:
@@ -927,7 +663,7 @@ def bench_burst(variant: str, config: Path, kube: KubeRules, text: str) -> Burst
             d.check_alive()
             corrected = d.since(mark, "drift_corrected")
             events = other_events(d, mark)
-            stopping = d.stop()
+            stopping = stop(d)
         policy_in_place(sb.guard, config)
     checks = counter(stopping, "checks") - 1
     triggers = tuple(str(ln.data.get("trigger", "")) for ln in corrected)
@@ -937,19 +673,6 @@ def bench_burst(variant: str, config: Path, kube: KubeRules, text: str) -> Burst
 
 
 # -- targets and output --------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    """One target: what it asks, what was measured, whether it is met."""
-
-    name: str
-    measured: str
-    met: bool | None
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON form."""
-        return {"target": self.name, "measured": self.measured, "met": self.met}
 
 
 @dataclasses.dataclass
@@ -1050,7 +773,7 @@ def latency_table(runs: Sequence[LatencyRun]) -> list[str]:
         f"{'scenario':<22} {'n':>4} {'miss':>4} | {'daemon ms: med':>14} {'p90':>6} "
         f"{'p99':>6} {'max':>6} | {'external: med':>13} {'p90':>6} {'p99':>6} {'max':>6}"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     for r in runs:
         own, ext = r.daemon, r.external
         if own is None or ext is None:
@@ -1096,7 +819,7 @@ def idle_table(runs: Sequence[IdleRun]) -> list[str]:
         f"{'idle':<7} {'seconds':>7} {'own ms':>7} {'own %':>7} {'+iptables ms':>12} "
         f"{'total %':>7} {'checks':>6} {'RSS MB':>6} {'peak MB':>7}"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     lines += [
         f"{r.backend + ('*' if r.private_run else ''):<7} {r.seconds:7.1f} {r.cpu.own:7.0f} "
         f"{r.own_pct:7.3f} "
@@ -1114,7 +837,7 @@ def burst_table(runs: Sequence[BurstRun]) -> list[str]:
         f"{'burst':<18} {'rules':>6} {'restore ms':>10} {'checks':>6} {'corr':>4} "
         f"{'own ms':>6} {'+iptables ms':>12} {'total ms':>8}  triggers"
     )
-    lines = [head, "-" * len(head)]
+    lines = header(head)
     for r in runs:
         extra = ", ".join(f"{k} {v}" for k, v in r.events.items())
         lines.append(
@@ -1128,7 +851,7 @@ def burst_table(runs: Sequence[BurstRun]) -> list[str]:
 
 def report(res: Results, results: Sequence[Verdict], elapsed: float) -> str:
     """The human-readable report."""
-    env = environment()
+    env = environment(load=True)
     lines = [
         f"efa-guard daemon bench: {elapsed:.0f} s; "
         + ", ".join(f"{k} {v}" for k, v in env.items()),
@@ -1152,26 +875,8 @@ def report(res: Results, results: Sequence[Verdict], elapsed: float) -> str:
         f"timer: none fired); CPU from just before the restore to {BURST_QUIET:g} s after it.",
         "",
     ]
-    for v in results:
-        state = {True: "MET", False: "MISSED", None: "N/A"}[v.met]
-        lines.append(f"target {state:<6} {v.name}: {v.measured}")
+    lines += [v.line() for v in results]
     return "\n".join(lines)
-
-
-def environment() -> dict[str, str]:
-    """What the numbers were measured on."""
-    version = subprocess.run(
-        ["iptables-nft", "--version"], check=False, capture_output=True, text=True
-    ).stdout.strip()
-    out = {
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "iptables": version,
-        "cpus": str(os.cpu_count()),
-    }
-    with contextlib.suppress(OSError):
-        out["load"] = Path("/proc/loadavg").read_text().split()[0]
-    return out
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -1202,22 +907,12 @@ class Settings:
         return max(min(self.idle_seconds, 5.0), self.idle_seconds / 3)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"need a positive number of seconds, got {text!r}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    p.add_argument("--tampers", type=_positive, help="tampers on nft (default 200)")
-    p.add_argument("--idle-seconds", type=_seconds, help="idle run on nft (default 60)")
-    p.add_argument("--rules", type=_positive, help="kube-proxy-like rules (default 10000)")
+    p.add_argument("--tampers", type=positive, help="tampers on nft (default 200)")
+    p.add_argument("--idle-seconds", type=seconds, help="idle run on nft (default 60)")
+    p.add_argument("--rules", type=positive, help="kube-proxy-like rules (default 10000)")
     p.add_argument(
         "--quick", action="store_true", help="smoke run: 20 tampers, 5 s idle, 2000 rules"
     )
@@ -1239,26 +934,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     return args, settings
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    del frame
-    raise SystemExit(128 + signum)  # unwinds the `with`s: daemons stopped, namespaces deleted
-
-
 def measure(s: Settings, tmp: Path) -> Results:
     """Run every scenario, each in its own sandbox."""
-    nft_fast = write_config(
+    nft_fast = daemon_config(
         tmp, "nft-latency", backend="nft", interval=NFT_INTERVAL, no_contest=True
     )
-    legacy_fast = write_config(
+    legacy_fast = daemon_config(
         tmp, "legacy-latency", backend="legacy", interval=LEGACY_INTERVAL, no_contest=True
     )
-    nft_idle = write_config(
+    nft_idle = daemon_config(
         tmp, "nft-idle", backend="nft", interval=IDLE_INTERVAL, no_contest=False
     )
-    legacy_idle = write_config(
+    legacy_idle = daemon_config(
         tmp, "legacy-idle", backend="legacy", interval=IDLE_INTERVAL, no_contest=False
     )
-    nft_burst = write_config(
+    nft_burst = daemon_config(
         tmp, "nft-burst", backend="nft", interval=NFT_INTERVAL, no_contest=False
     )
     kube = KubeRules.make(s.rules)
@@ -1297,6 +987,7 @@ def measure(s: Settings, tmp: Path) -> Results:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the report; return the exit status."""
+    isolate_state()
     args, settings = parse_args(argv)
     missing = missing_tools()
     if not settings.shared_lock:
@@ -1304,12 +995,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"bench-daemon: cannot run, missing: {', '.join(missing)}", file=sys.stderr)
         return FAILED
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="efa-bench-daemon-") as tmp:
             res = measure(settings, Path(tmp))
-    except (BenchError, SandboxError, OSError) as e:
+    except (HarnessError, OSError) as e:
         print(f"bench-daemon: FAILED: {e}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:
@@ -1321,7 +1012,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {
             "settings": dataclasses.asdict(settings),
             "elapsed_s": round(elapsed, 1),
-            "environment": environment(),
+            "environment": environment(load=True),
             "latency": [r.as_dict() for r in res.latency],
             "idle": [r.as_dict() for r in res.idle],
             "bursts": [r.as_dict() for r in res.bursts],

@@ -37,7 +37,7 @@ and over IPv6 (``ip6tables`` is a separate ruleset)::
         assert sb.nmap(tcp=[3306])[("tcp", 3306)] == "open"
 
 This is a plain module (no pytest import) shared by the test suite, the demo
-and the benchmark.  It needs root, ``ip`` (iproute2), ``nmap`` and the
+and the benchmarks.  It needs root, ``ip`` (iproute2), ``nmap`` and the
 iptables binaries; :func:`missing_tools` says what is absent.
 """
 
@@ -56,6 +56,8 @@ import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tools.harness import HarnessError, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -151,7 +153,7 @@ COMMIT
 """``iptables-restore`` input of :meth:`Sandbox.add_foreign_rules`."""
 
 
-class SandboxError(Exception):
+class SandboxError(HarnessError):
     """A sandbox command failed; carries the evidence.
 
     Attributes:
@@ -183,6 +185,13 @@ class SandboxError(Exception):
         if stderr.strip():
             parts.append("stderr:\n" + _tail(stderr))
         super().__init__("\n".join(parts))
+
+
+def _failed(message: str, proc: subprocess.CompletedProcess[str]) -> SandboxError:
+    """A :class:`SandboxError` carrying the evidence of a finished command."""
+    return SandboxError(
+        message, argv=proc.args, rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr
+    )
 
 
 def _tail(text: str, lines: int = 20) -> str:
@@ -219,9 +228,7 @@ def _host(argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedPr
             f"timed out after {timeout} s", argv=argv, stderr=_as_text(exc.stderr)
         ) from None
     if proc.returncode != 0:
-        raise SandboxError(
-            "command failed", argv=argv, rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr
-        )
+        raise _failed("command failed", proc)
     return proc
 
 
@@ -307,13 +314,7 @@ class Sandbox:
                 stderr=_as_text(exc.stderr),
             ) from None
         if check and proc.returncode != 0:
-            raise SandboxError(
-                "command failed",
-                argv=full,
-                rc=proc.returncode,
-                stdout=proc.stdout,
-                stderr=proc.stderr,
-            )
+            raise _failed("command failed", proc)
         return proc
 
     def start_listeners(
@@ -487,23 +488,11 @@ class Sandbox:
         try:
             result = parse_nmap_xml(proc.stdout)
         except ET.ParseError as exc:
-            raise SandboxError(
-                f"cannot parse nmap XML: {exc}",
-                argv=argv,
-                rc=proc.returncode,
-                stdout=proc.stdout,
-                stderr=proc.stderr,
-            ) from None
+            raise _failed(f"cannot parse nmap XML: {exc}", proc) from None
         wanted = [("tcp", p) for p in tcp_ports] + [("udp", p) for p in udp_ports]
         missing = [key for key in wanted if key not in result]
         if missing:
-            raise SandboxError(
-                f"nmap reported no state for {missing}",
-                argv=argv,
-                rc=proc.returncode,
-                stdout=proc.stdout,
-                stderr=proc.stderr,
-            )
+            raise _failed(f"nmap reported no state for {missing}", proc)
         return {key: result[key] for key in wanted}
 
     def nmap6(
@@ -702,13 +691,7 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> bytes:
     """
     err = b""
     try:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=grace)
+        stop_process(proc, grace=grace)
         if proc.stderr is not None and not proc.stderr.closed:
             with contextlib.suppress(OSError, ValueError):
                 err = _read_available(proc.stderr.fileno())

@@ -3,7 +3,7 @@
 An operator-readable walk-through, printed to stdout, that doubles as a smoke
 test (exit status 0 only if everything behaved as expected):
 
-1. Build the sandbox (see ``tests/sandbox.py``): a "guard" namespace playing the
+1. Build the sandbox (see ``tools/sandbox.py``): a "guard" namespace playing the
    EFA node, with listeners on the ports that matter and a kube-proxy-like
    NodePort 31672 -> pod:5672 plus a few foreign kube-proxy/kubelet rules, and
    an "outside" namespace playing the scanner.
@@ -22,7 +22,7 @@ test (exit status 0 only if everything behaved as expected):
 
 Usage (as root)::
 
-    python3 tests/demo.py [--backend nft|legacy]
+    python3 -m tools.demo [--backend nft|legacy]   (from the checkout's root)
 
 Exit status: 0 every expectation met; 1 some expectation failed (each one is
 listed at the end, with what was seen instead); 2 the demo could not run (not
@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import shlex
 import signal
@@ -53,24 +52,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandbox import (
+from efa_guard.catalog import MESSAGE_IDS
+from tools import harness
+from tools.harness import (
+    JOURNALD,
+    HarnessError,
+    edit_config,
+    efa_argv,
+    isolate_state,
+    pythonpath,
+    ruleset,
+    write_config,
+)
+from tools.runner import Daemon
+from tools.sandbox import (
     FOREIGN_RULES,
     GUARD_ADDR,
     OUTSIDE_ADDR,
     Sandbox,
-    SandboxError,
     missing_tools,
     sandbox,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
-    from types import FrameType, ModuleType
-
-ROOT = Path(__file__).resolve().parent.parent
-"""The repository: its ``efa_guard`` package is the one under test."""
-DEFAULT_CONFIG = ROOT / "config" / "efa-guard.toml"
-"""The shipped default policy; the demo uses a copy with an explicit backend."""
+    from types import FrameType
 
 TCP_LISTEN = (22, 111, 3306, 5672, 6514, 8078, 15672, 25672)
 """TCP ports served in the guard namespace."""
@@ -119,11 +125,8 @@ EXPECTED_AFTER: dict[Key, frozenset[str]] = {
 }
 """Acceptable nmap states once the policy is in place."""
 
-_COUNTERS = re.compile(r"\s*\[\d+:\d+\]$")
 _OWNED = re.compile(r"\b(?:" + "|".join(OWNED_CHAINS) + r")\b")
 
-JOURNALD = Path("/lib/systemd/systemd-journald")
-"""Started (and stopped again) for the daemon section when no journald runs."""
 LEGACY_INTERVAL = 1.0
 """The daemon's timer on legacy, where it is the main signal (nft reacts to events)."""
 CORRECTION_TIMEOUT = 15.0
@@ -134,49 +137,26 @@ EVENT_TRIGGERS = frozenset({"rule-change", "kube-proxy"})
 """Triggers of the nft netlink events: they name the process that wrote."""
 
 
-def _journal() -> ModuleType:
-    """``efa_guard.journal`` of this checkout (its MESSAGE_IDs and journal_available)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import efa_guard.journal  # noqa: PLC0415 - needs the path fix above
-
-    return efa_guard.journal
-
-
 @contextlib.contextmanager
 def journald(workdir: Path) -> Iterator[None]:
-    """The machine's journald, or one started here and stopped (by PID) on exit."""
-    available = _journal().journal_available
-    if available():
-        print("journald: one is running already; the daemon logs to it (the demo leaves it be)")
-        yield
-        return
-    if not JOURNALD.exists():
-        raise DemoAbortedError(f"no journald runs and {JOURNALD} is not installed")
-    errors = workdir / "journald.stderr"
-    with errors.open("w") as err:
-        proc = subprocess.Popen(
-            [str(JOURNALD)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-        )
+    """The machine's journald, or one started here and stopped (by PID) on exit; saying so."""
+    started: int | None = None
     try:
-        deadline = time.monotonic() + 10
-        while not available():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise DemoAbortedError(
-                    f"{JOURNALD} did not start (exit {proc.poll()}): {errors.read_text().strip()}"
+        with harness.journald(workdir / "journald.stderr") as running:
+            started = running.pid
+            if started is None:
+                print(
+                    "journald: one is running already; the daemon logs to it"
+                    " (the demo leaves it be)"
                 )
-            time.sleep(0.05)
-        print(f"journald: none was running; started {JOURNALD} (pid {proc.pid}) for the demo")
-        yield
+            else:
+                print(
+                    f"journald: none was running; started {JOURNALD} (pid {started}) for the demo"
+                )
+            yield
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        print(f"journald started by the demo (pid {proc.pid}) stopped")
+        if started is not None:
+            print(f"journald started by the demo (pid {started}) stopped")
 
 
 def kube_proxy_restart() -> str:
@@ -194,7 +174,7 @@ def kube_proxy_restart() -> str:
     return "\n".join(["*filter", *block[:first], *deletes, *block[first:], "COMMIT", ""])
 
 
-class DemoAbortedError(Exception):
+class DemoAbortedError(HarnessError):
     """The demo cannot go on (bad environment or configuration)."""
 
 
@@ -229,26 +209,13 @@ def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in lines)
 
 
-def write_config(backend: str, directory: Path) -> Path:
-    """Write a copy of the default policy with ``backend`` set explicitly."""
-    text = DEFAULT_CONFIG.read_text()
-    new, count = re.subn(r'(?m)^backend\s*=\s*"[^"]*"', f'backend = "{backend}"', text)
-    if count != 1:
-        raise DemoAbortedError(
-            f"{DEFAULT_CONFIG}: expected one `backend = ...` line, found {count}"
-        )
-    path = directory / "efa-guard.toml"
-    path.write_text(new)
-    return path
-
-
 def foreign_view(save: str) -> dict[str, list[str]]:
     """``iptables-save`` output per table, minus efa-guard's lines, comments and counters."""
     tables: dict[str, list[str]] = {}
     current = "?"
-    for raw in save.splitlines():
+    for raw in ruleset(save):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line:
             continue
         if line.startswith("*"):
             current = line[1:]
@@ -256,13 +223,8 @@ def foreign_view(save: str) -> dict[str, list[str]]:
             continue
         if _OWNED.search(line):
             continue
-        tables.setdefault(current, []).append(_COUNTERS.sub("", line))
+        tables.setdefault(current, []).append(line)
     return tables
-
-
-def ruleset(save: str) -> list[str]:
-    """``iptables-save`` output without its dated comments and packet counters."""
-    return [_COUNTERS.sub("", line) for line in save.splitlines() if not line.startswith("#")]
 
 
 def dropped_packets(listing: str) -> int:
@@ -285,7 +247,7 @@ class Demo:
     stack: contextlib.ExitStack
     """Cleanups that outlive a section (the journald the demo starts)."""
     failures: list[str] = field(default_factory=list)
-    daemon: subprocess.Popen[bytes] | None = None
+    daemon: Daemon | None = None
     """``efa-guard run`` in the guard namespace, once started."""
     corrections: int = 0
     """drift_corrected events the daemon section has waited for so far."""
@@ -325,17 +287,7 @@ class Demo:
         self, *args: str, rc: int, contains: Sequence[str] = (), show: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run ``efa-guard ARGS --config $CONFIG`` in the guard namespace and check it."""
-        pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        argv = [
-            "env",
-            f"PYTHONPATH={pythonpath}",
-            sys.executable,
-            "-m",
-            "efa_guard",
-            *args,
-            "--config",
-            str(self.config),
-        ]
+        argv = ["env", f"PYTHONPATH={pythonpath()}", *efa_argv(*args, config=self.config)]
         proc = self.sb.run(argv, check=False)
         shown = f"efa-guard {shlex.join(args)} --config $CONFIG"
         if show:
@@ -528,16 +480,9 @@ class Demo:
 
     def journal(self, event: str) -> list[dict[str, str]]:
         """The daemon's journal entries of one event type, oldest first."""
-        message_id = _journal().MESSAGE_IDS[event]
-        argv = ["journalctl", "--no-pager", "-o", "json"]
-        argv += [f"_PID={self.daemon_pid}", f"MESSAGE_ID={message_id}"]
-        out = self.sb.run(argv, check=False).stdout
-        entries: list[dict[str, str]] = []
-        for line in out.splitlines():
-            if line.strip():
-                record = json.loads(line)
-                entries.append({k: v for k, v in record.items() if isinstance(v, str)})
-        return entries
+        if self.daemon is None:
+            raise DemoAbortedError("the daemon is not running")
+        return self.daemon.journal(event)
 
     def wait_journal(self, event: str, count: int) -> dict[str, str] | None:
         """Wait for the daemon's ``count``-th ``event`` entry; None (a failure) on timeout."""
@@ -548,7 +493,7 @@ class Demo:
             if len(entries) >= count:
                 return entries[count - 1]
             now = time.monotonic()
-            if exited is None and self.daemon is not None and self.daemon.poll() is not None:
+            if exited is None and self.daemon is not None and self.daemon.proc.poll() is not None:
                 exited = now  # its last datagrams may still be on their way to journald
             if now > deadline or (exited is not None and now > exited + 1.0):
                 why = f"the daemon exited {self.daemon_exit()}, " if exited is not None else ""
@@ -562,7 +507,7 @@ class Demo:
 
     def daemon_exit(self) -> str:
         """The daemon's exit status and the tail of its stderr, for failure messages."""
-        rc = self.daemon.poll() if self.daemon is not None else None
+        rc = self.daemon.proc.poll() if self.daemon is not None else None
         err = (self.config.parent / "daemon.stderr").read_text().strip()
         return f"{rc}" + (f", stderr: {err[-500:]}" if err else "")
 
@@ -606,15 +551,8 @@ class Demo:
 
     def start_daemon(self) -> None:
         """Start ``efa-guard run --log-format journal`` in the guard namespace."""
-        settings: dict[str, str] = {}
         if self.backend == "legacy":
-            settings["interval"] = f"{LEGACY_INTERVAL}"
-        text = self.config.read_text()
-        for key, value in settings.items():
-            text, count = re.subn(rf"(?m)^{key}\s*=\s*[0-9.]+", f"{key} = {value}", text)
-            if count != 1:
-                raise DemoAbortedError(f"{self.config}: expected one `{key} = ...` line")
-        self.config.write_text(text)
+            edit_config(self.config, {"interval": LEGACY_INTERVAL})
         print("The daemon's settings in $CONFIG ([daemon]):")
         if self.backend == "legacy":
             print(
@@ -626,33 +564,20 @@ class Demo:
                 "  interval = 10 s, the default: nf_tables reports every rule change over netlink;"
                 "\n  the events, not the timer, do the work."
             )
-        pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        env = dict(os.environ, PYTHONPATH=pythonpath)
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            env.pop(name, None)
-        argv = ["ip", "netns", "exec", self.sb.guard, sys.executable, "-m", "efa_guard", "run"]
-        argv += ["--config", str(self.config), "--log-format", "journal"]
         stderr = self.config.parent / "daemon.stderr"
         print("guard# efa-guard run --config $CONFIG --log-format journal &")
-        with stderr.open("w") as err:
-            self.daemon = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
-            )
+        self.daemon = Daemon(self.sb.guard, self.config, log_format="journal", stderr=stderr)
         print(f"    daemon pid {self.daemon.pid}; its stderr goes to {stderr}")
 
     def stop_daemon(self) -> int | None:
         """SIGTERM the daemon (by PID) and reap it; SIGKILL if it hangs. Its exit status."""
         if self.daemon is None:
             return None
-        if self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait(timeout=15)
-                self.expect(False, "the daemon stops on SIGTERM", "killed after 15 s")  # noqa: FBT003
-        return self.daemon.returncode
+        try:
+            return self.daemon.stop()
+        except HarnessError:
+            self.expect(False, "the daemon stops on SIGTERM", "killed after 15 s")  # noqa: FBT003
+        return self.daemon.proc.returncode
 
     def run_daemon(self) -> None:
         """Step 6: the daemon undoes every tamper on its own; history; SIGTERM."""
@@ -773,7 +698,7 @@ class Demo:
         time.sleep(LEGACY_INTERVAL + 0.5)  # a timer check or two on legacy, events on nft
         after = ruleset(self.sb.save(iptables=ipt))
         if self.expect(
-            before == after and self.daemon is not None and self.daemon.poll() is None,
+            before == after and self.daemon is not None and self.daemon.proc.poll() is None,
             "the daemon runs on with the running policy, the kernel unchanged",
             f"daemon exit {self.daemon_exit()}" if before == after else "the ruleset changed",
         ):
@@ -832,7 +757,7 @@ class Demo:
             return
         cursor = corrections[2].get("__CURSOR", "")
         print("\nThe kube-proxy correction (c) in full, as journald holds it:")
-        message_id = _journal().MESSAGE_IDS["drift_corrected"]
+        message_id = MESSAGE_IDS["drift_corrected"]
         self.guard(
             [
                 "journalctl",
@@ -907,7 +832,7 @@ def run_demo(backend: str) -> int:
             contextlib.ExitStack() as stack,
         ):
             names = (sb.guard, sb.outside, sb.pod)
-            config = write_config(backend, Path(tmp))
+            config = write_config(Path(tmp) / "efa-guard.toml", backend=backend)
             demo = Demo(sb=sb, backend=backend, config=config, stack=stack)
             save_before = demo.setup()
             before = demo.before()
@@ -940,6 +865,7 @@ def run_demo(backend: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and run the demo; return the exit status."""
+    isolate_state()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--backend", choices=("nft", "legacy"), default="nft", help="iptables backend (default nft)"
@@ -956,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _on_signal)
     try:
         return run_demo(args.backend)
-    except (SandboxError, DemoAbortedError) as exc:
+    except HarnessError as exc:
         print(f"\ndemo aborted: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,138 @@
+"""What the benchmarks share: timed commands, targets and their verdicts, options, the machine."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from tools.harness import REPO, HarnessError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
+
+OK = 0
+FAILED = 1
+COMMAND_TIMEOUT = 120.0
+"""Seconds any single command may take (loading 50k rules included)."""
+
+
+class BenchError(HarnessError):
+    """Something a benchmark needs did not work: an actual failure."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One target: what it asks, what was measured, whether it is met."""
+
+    name: str
+    measured: str
+    met: bool | None  # None: not evaluated with these options
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {"target": self.name, "measured": self.measured, "met": self.met}
+
+    def line(self) -> str:
+        """``target MET|MISSED|N/A name: measured``."""
+        state = {True: "MET", False: "MISSED", None: "N/A"}[self.met]
+        return f"target {state:<6} {self.name}: {self.measured}"
+
+
+def run_ok(
+    full: Sequence[str], *, capture: bool = True, stdin: str | None = None
+) -> tuple[float, str]:
+    """Run ``full`` from the repo root; (wall ms, stdout).  A non-zero exit is a failure."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            full,
+            check=False,
+            cwd=REPO,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        msg = f"timed out after {COMMAND_TIMEOUT} s: {list(full)}"
+        raise BenchError(msg) from None
+    elapsed = (time.perf_counter() - start) * 1000.0
+    if proc.returncode != 0:
+        msg = (
+            f"{' '.join(full)} exited {proc.returncode}\n"
+            f"stdout: {(proc.stdout or '')[-2000:]}\nstderr: {(proc.stderr or '')[-2000:]}"
+        )
+        raise BenchError(msg)
+    return elapsed, proc.stdout or ""
+
+
+def ns_ok(
+    ns: str, argv: Sequence[str], *, capture: bool = True, stdin: str | None = None
+) -> tuple[float, str]:
+    """:func:`run_ok` of ``ip netns exec NS *argv``."""
+    return run_ok(["ip", "netns", "exec", ns, *argv], capture=capture, stdin=stdin)
+
+
+def progress(tool: str, message: str) -> None:
+    """Progress on stderr, so that stdout stays the report."""
+    sys.stderr.write(f"{tool}: {message}\n")
+    sys.stderr.flush()
+
+
+def environment(*, load: bool = False) -> dict[str, str]:
+    """What the numbers were measured on (with ``load``: the 1-minute load average too)."""
+    version = subprocess.run(
+        ["iptables-nft", "--version"], check=False, capture_output=True, text=True
+    ).stdout.strip()
+    out = {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "iptables": version,
+        "cpus": str(os.cpu_count()),
+    }
+    with contextlib.suppress(OSError):
+        if load:
+            out["load"] = Path("/proc/loadavg").read_text().split()[0]
+    return out
+
+
+def positive(text: str) -> int:
+    """A positive integer (an argparse type)."""
+    with contextlib.suppress(ValueError):
+        if (value := int(text)) >= 1:
+            return value
+    msg = f"need a positive integer, got {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds (an argparse type)."""
+    with contextlib.suppress(ValueError):
+        if (value := float(text)) > 0 and not math.isinf(value):
+            return value
+    msg = f"need a positive number of seconds, got {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def header(head: str) -> list[str]:
+    """A table's heading line, underlined."""
+    return [head, "-" * len(head)]
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    """SIGTERM handler: unwind every ``with`` (daemons stopped, namespaces deleted)."""
+    del frame
+    raise SystemExit(128 + signum)
