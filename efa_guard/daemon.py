@@ -2,107 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import signal
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from efa_guard import config as configmod
 from efa_guard.catalog import EventKind
 from efa_guard.events import Event, Trigger
-from efa_guard.iptables import Iptables, choose
+from efa_guard.iptables import choose
 from efa_guard.notify import Notifier
 from efa_guard.reconcile import Reconciler
 from efa_guard.rundir import clear_backend, write_backend
+from efa_guard.sources import start_sources, stop_sources
 
 SETTLE = 0.005  # a burst is over after this long without a new event ...
 MAX_SETTLE = 0.05  # ... or after this long in total
-
-
-@dataclass
-class Sources:
-    """The started event sources, for stopping them."""
-
-    stoppers: list[Callable[[], None]] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-
-    def stop(self) -> None:
-        """Stop every source; none may prevent the others from stopping."""
-        for stop in reversed(self.stoppers):
-            with contextlib.suppress(Exception):  # shutting down: nothing left to report to
-                stop()
-
-
-def _families(cfg: configmod.Config) -> set[int]:
-    kinds = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-    return {kinds[f] for f in cfg.policy.families}
-
-
-def _interfaces(cfg: configmod.Config) -> set[str]:
-    return {r.interface for c in cfg.policy.chains for r in c.rules}
-
-
-def start_sources(
-    cfg: configmod.Config,
-    ipt: Iptables,
-    emit: Callable[[Event], None],
-    log: Any,  # noqa: ANN401
-) -> tuple[Sources, Callable[[configmod.Config], None]]:
-    """Start every source that applies; one that cannot start is logged, not fatal."""
-    from efa_guard.sources.files import (  # noqa: PLC0415
-        XTABLES_LOCK,
-        FileWatcher,
-        closed_no_write_supported,
-    )
-    from efa_guard.sources.links import LinkWatcher  # noqa: PLC0415
-    from efa_guard.sources.nft import NFPROTO_INET, NftWatcher  # noqa: PLC0415
-
-    sources = Sources()
-    nft: NftWatcher | None = None
-    links: LinkWatcher | None = None
-    if ipt.kind == "nft":
-        try:
-            nft = NftWatcher(
-                emit,
-                tables=cfg.policy.tables,
-                own_pid=ipt.activity.is_own,
-                families=_families(cfg),
-            )
-            nft.start()
-            sources.stoppers.append(nft.stop)
-            sources.names.append("nftables-events")
-        except OSError as e:
-            log.error("source_failed", message=f"nf_tables events unavailable: {e}", error=str(e))
-            nft = None
-    try:
-        links = LinkWatcher(emit, interfaces=_interfaces(cfg))
-        links.start()
-        sources.names.append("link-events")
-    except Exception as e:  # noqa: BLE001 - pyroute2 raises many types; the timer still runs
-        log.error("source_failed", message=f"link events unavailable: {e}", error=str(e))
-        links = None
-    lock = XTABLES_LOCK if ipt.kind == "legacy" and closed_no_write_supported() else None
-    try:
-        files = FileWatcher(emit, config=cfg.path, lock=lock)
-        files.start()
-        sources.stoppers.append(files.stop)
-        sources.names.append("config-file" + (" xtables-lock" if lock else ""))
-    except Exception as e:  # noqa: BLE001 - inotify limits and the like; SIGHUP still works
-        log.error("source_failed", message=f"file watch unavailable: {e}", error=str(e))
-
-    def on_config(new: configmod.Config) -> None:
-        if nft is not None:
-            nft.decoder.tables = frozenset(new.policy.tables)
-            nft.decoder.families = frozenset(_families(new)) | {NFPROTO_INET}
-        if links is not None:
-            links.tracker.patterns = tuple(_interfaces(new))
-
-    return sources, on_config
 
 
 def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
@@ -126,15 +43,23 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
 
-    sources, on_config = start_sources(cfg, ipt, events.put, log)
+    sources = start_sources(
+        cfg, backend=ipt.kind, own_pid=ipt.activity.is_own, emit=events.put, log=log
+    )
+    names = [s.name for s in sources]
+
+    def on_config(new: configmod.Config) -> None:
+        for s in sources:
+            s.reconfigure(new)
+
     reconciler.on_config = on_config
     log.info(
         "started",
         message=f"efa-guard started on {ipt.kind} (pid {os.getpid()}), watching "
-        f"{', '.join(sources.names) or 'nothing'}, timer every {cfg.daemon.interval:g} s",
+        f"{', '.join(names) or 'nothing'}, timer every {cfg.daemon.interval:g} s",
         backend=ipt.kind,
         config=str(cfg.path),
-        sources=sources.names,
+        sources=names,
         interval_s=cfg.daemon.interval,
         host=socket.gethostname(),
     )
@@ -153,7 +78,7 @@ def run(cfg: configmod.Config, log: Any) -> int:  # noqa: ANN401
         **reconciler.counters(),
     )
     notifier.stopping()
-    sources.stop()
+    stop_sources(sources)
     clear_backend()
     return 0
 

@@ -3,9 +3,78 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
+from efa_guard.catalog import EventKind
 from efa_guard.events import Event
+
+if TYPE_CHECKING:
+    from efa_guard.config import Config
+    from efa_guard.iptables import Kind
+    from efa_guard.log import Logger
 
 Emit = Callable[[Event], None]
 
-__all__ = ["Emit"]
+
+class Source(Protocol):
+    """One running event source; the daemon knows nothing else of it."""
+
+    name: str  # "nftables-events", "link-events", "config-file", "config-file xtables-lock"
+
+    def start(self) -> None:
+        """Subscribe and start emitting; raises what prevented it."""
+
+    def stop(self) -> None:
+        """Stop emitting; returns promptly, also in the middle of a re-subscription."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reloaded config (tables, families, interfaces, path)."""
+
+
+def start_sources(
+    config: Config,
+    *,
+    backend: Kind,
+    own_pid: Callable[[int], bool],
+    emit: Emit,
+    log: Logger,
+) -> list[Source]:
+    """Start every source that applies; one that cannot start is logged and skipped."""
+    from efa_guard.sources.files import FileWatcher, lock_to_watch  # noqa: PLC0415
+    from efa_guard.sources.links import LinkWatcher  # noqa: PLC0415
+    from efa_guard.sources.nft import NftWatcher  # noqa: PLC0415
+
+    makers: list[tuple[str, Callable[[], Source]]] = []
+    if backend == "nft":
+        makers.append(("nf_tables events", lambda: NftWatcher(config, own_pid=own_pid, emit=emit)))
+    makers.append(("link events", lambda: LinkWatcher(config, emit=emit)))
+    lock = lock_to_watch(backend)
+    makers.append(("the config watch", lambda: FileWatcher(config, emit=emit, log=log, lock=lock)))
+    started: list[Source] = []
+    for what, make in makers:
+        try:
+            source = make()
+            source.start()
+        # pyroute2 raises many types, inotify has its limits: the timer and SIGHUP still work
+        except Exception as e:  # noqa: BLE001
+            log.error(
+                EventKind.SOURCE_FAILED,
+                message=f"{what} unavailable: {e}",
+                error=str(e),
+                source=what,
+            )
+            continue
+        started.append(source)
+    return started
+
+
+def stop_sources(sources: list[Source]) -> None:
+    """Stop every source, last started first; none may prevent the others from stopping."""
+    for source in reversed(sources):
+        try:
+            source.stop()
+        except Exception:  # noqa: BLE001, S112 - shutting down: nothing left to report to
+            continue
+
+
+__all__ = ["Emit", "Source", "start_sources", "stop_sources"]

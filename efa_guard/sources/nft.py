@@ -1,9 +1,10 @@
 """nf_tables ruleset events: one Event per foreign transaction that touches our tables.
 
-Reads NFNLGRP_NFTABLES with a plain netlink socket and decodes only the headers and the
-table/chain attributes it needs: a kube-proxy resync is ~20,000 messages in ~100 ms, and
-full decoding would cost more CPU than the checks it triggers. A NEWGEN message ends each
-transaction and names the process that committed it.
+Reads NFNLGRP_NFTABLES with a plain netlink socket. A kube-proxy resync is ~20,000 messages
+in ~100 ms, nearly all of them rules of tables we do not manage (nat): those are skipped on
+their first attribute (the table name, compared as raw bytes), without decoding anything
+else. A NEWGEN message ends each transaction and names the process that committed it; each
+Event describes exactly one transaction.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ import struct
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
+from efa_guard import netlink
 from efa_guard.events import Event, Trigger
 from efa_guard.sources import Emit
+from efa_guard.sources.retry import Stopped, resubscribe
+
+if TYPE_CHECKING:
+    from efa_guard.config import Config
 
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7
@@ -30,44 +37,34 @@ NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE = 0, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 3, 5
 NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 6, 8
 NFT_MSG_NEWGEN = 15
-# Attribute numbers of the table and chain names in each message type.
-_NAMES = {
-    NFT_MSG_NEWTABLE: (1, None),
-    NFT_MSG_DELTABLE: (1, None),
-    NFT_MSG_NEWCHAIN: (1, 3),
-    NFT_MSG_DELCHAIN: (1, 3),
-    NFT_MSG_NEWRULE: (1, 2),
-    NFT_MSG_DELRULE: (1, 2),
+NFTA_TABLE = 1  # NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE}: the kernel puts it first
+# The attribute number of the chain name in each message type that names one.
+_CHAIN_ATTR = {
+    NFT_MSG_NEWTABLE: None,
+    NFT_MSG_DELTABLE: None,
+    NFT_MSG_NEWCHAIN: 3,
+    NFT_MSG_DELCHAIN: 3,
+    NFT_MSG_NEWRULE: 2,
+    NFT_MSG_DELRULE: 2,
 }
+_NFT_TYPES = {(NFNL_SUBSYS_NFTABLES << 8) | m: m for m in _CHAIN_ATTR}
+_NEWGEN = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN
 NFTA_GEN_PROC_PID, NFTA_GEN_PROC_NAME = 2, 3
+NFGENMSG = 4  # struct nfgenmsg: family, version, res_id
 
 _FAMILY_NAMES: dict[int, str] = {int(socket.AF_INET): "ipv4", int(socket.AF_INET6): "ipv6"}
-_NLMSG = struct.Struct("=IHHII")
-_NLA = struct.Struct("=HH")
+_FAMILY_NUMBERS = {"ipv4": int(socket.AF_INET), "ipv6": int(socket.AF_INET6)}
 RCVBUF = 32 << 20
 
 
-def _attrs(data: bytes, start: int, end: int, wanted: Collection[int]) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    pos = start
-    while pos + 4 <= end and len(out) < len(wanted):
-        length, kind = _NLA.unpack_from(data, pos)
-        if length < 4:
-            break
-        kind &= 0x3FFF
-        if kind in wanted:
-            out[kind] = data[pos + 4 : pos + length]
-        pos += (length + 3) & ~3
-    return out
-
-
-def _name(raw: bytes | None) -> str:
-    return raw.split(b"\0", 1)[0].decode("ascii", "replace") if raw else ""
+def config_families(config: Config) -> frozenset[int]:
+    """The nfgenmsg families whose tables concern this config (inet tables always do)."""
+    return frozenset(_FAMILY_NUMBERS[f] for f in config.policy.families) | {NFPROTO_INET}
 
 
 @dataclass
 class Transaction:
-    """What one nf_tables transaction touched, accumulated until its NEWGEN."""
+    """What one nf_tables transaction touched in our tables, accumulated until its NEWGEN."""
 
     tables: set[str] = field(default_factory=set)
     chains: set[str] = field(default_factory=set)
@@ -76,92 +73,111 @@ class Transaction:
 
 @dataclass
 class Decoder:
-    """Turns datagrams into Events. Pure apart from the callbacks: unit-testable."""
+    """Turns datagrams into Events. Pure apart from `own_pid`: unit-testable."""
 
     families: frozenset[int]
     tables: frozenset[str]
     own_pid: Callable[[int], bool]
     current: Transaction = field(default_factory=Transaction)
+    skipped: int = 0  # messages of tables we do not manage, dropped on their table name
+
+    def __post_init__(self) -> None:
+        self.follow(tables=self.tables, families=self.families)
+
+    def follow(self, *, tables: Collection[str], families: Collection[int]) -> None:
+        """Take new tables and families (a reloaded config); one assignment each: thread-safe."""
+        self.tables = frozenset(tables)
+        self.families = frozenset(families)
+        self._keys = frozenset(t.encode() + b"\0" for t in self.tables)
+
+    def reset(self) -> None:
+        """Forget a half-read transaction (after lost messages)."""
+        self.current = Transaction()
 
     def feed(self, data: bytes) -> list[Event]:
         """Decode one datagram (many messages); return the events of completed transactions."""
         events: list[Event] = []
-        pos = 0
-        while pos + _NLMSG.size <= len(data):
-            length, kind, _flags, _seq, _portid = _NLMSG.unpack_from(data, pos)
-            if length < _NLMSG.size:
-                break
-            end = min(pos + length, len(data))
-            if kind >> 8 == NFNL_SUBSYS_NFTABLES:
-                event = self._message(kind & 0xFF, data, pos + _NLMSG.size, end)
-                if event is not None:
-                    events.append(event)
-            pos += (length + 3) & ~3
+        types, keys, families = _NFT_TYPES, self._keys, self.families
+        unpack_attr = netlink.ATTR.unpack_from
+        for kind, _flags, _seq, _portid, start, end in netlink.messages(data):
+            msg = types.get(kind)
+            if msg is None:
+                if kind == _NEWGEN and start + NFGENMSG <= end:
+                    event = self._commit(data, start + NFGENMSG, end)
+                    if event is not None:
+                        events.append(event)
+                continue
+            body = start + NFGENMSG
+            if body + 4 > end or data[start] not in families:
+                continue
+            # The hot path: a foreign table is recognised on its first attribute's raw bytes.
+            length, attr = unpack_attr(data, body)
+            if (
+                attr & netlink.NLA_TYPE_MASK == NFTA_TABLE
+                and body + length <= end
+                and data[body + 4 : body + length] not in keys
+            ):
+                self.skipped += 1
+                continue
+            self._touch(msg, data[start], data, body, end)
         return events
 
-    def _message(self, msg: int, data: bytes, start: int, end: int) -> Event | None:
-        if start + 4 > end:
-            return None
-        family = data[start]
-        body = start + 4  # struct nfgenmsg
-        if msg == NFT_MSG_NEWGEN:
-            attrs = _attrs(data, body, end, (NFTA_GEN_PROC_PID, NFTA_GEN_PROC_NAME))
-            txn, self.current = self.current, Transaction()
-            raw_pid = attrs.get(NFTA_GEN_PROC_PID)
-            pid = struct.unpack(">I", raw_pid)[0] if raw_pid and len(raw_pid) == 4 else None
-            if not txn.tables or (pid is not None and self.own_pid(pid)):
-                return None
-            name = _name(attrs.get(NFTA_GEN_PROC_NAME)) or None
-            kube = any(c.startswith("KUBE-") for c in txn.chains) or name == "kube-proxy"
-            touched = ", ".join(sorted(txn.chains or txn.tables))
-            return Event(
-                Trigger.KUBE_PROXY if kube else Trigger.RULE_CHANGE,
-                detail=f"nf_tables transaction touched {touched}",
-                pid=pid,
-                process=name,
-                # inet tables (family 1) concern both
-                families=None if "inet" in txn.families else frozenset(txn.families),
-            )
-        if msg not in _NAMES or family not in self.families:
-            return None
-        table_attr, chain_attr = _NAMES[msg]
-        wanted = (table_attr,) if chain_attr is None else (table_attr, chain_attr)
-        attrs = _attrs(data, body, end, wanted)
-        table = _name(attrs.get(table_attr))
+    def _touch(self, msg: int, family: int, data: bytes, body: int, end: int) -> None:
+        chain_attr = _CHAIN_ATTR[msg]
+        wanted = (NFTA_TABLE,) if chain_attr is None else (NFTA_TABLE, chain_attr)
+        found = netlink.find_attrs(data, body, end, wanted)
+        table = netlink.cstring(found.get(NFTA_TABLE))
         if table not in self.tables:
-            return None
+            self.skipped += 1
+            return
         self.current.tables.add(table)
         self.current.families.add(_FAMILY_NAMES.get(family, "inet"))
         if chain_attr is not None:
-            chain = _name(attrs.get(chain_attr))
+            chain = netlink.cstring(found.get(chain_attr))
             if chain:
                 self.current.chains.add(chain)
-        return None
 
-
-class NftWatcher:
-    """A thread reading ruleset events; ENOBUFS means 'something changed': re-open, check."""
-
-    def __init__(
-        self,
-        emit: Emit,
-        *,
-        tables: Collection[str],
-        own_pid: Callable[[int], bool],
-        families: Collection[int] = (socket.AF_INET,),
-    ) -> None:
-        self.emit = emit
-        self.decoder = Decoder(frozenset(families) | {NFPROTO_INET}, frozenset(tables), own_pid)
-        self.sock: socket.socket | None = None
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="nft-events", daemon=True)
-        self.overflows = 0
-
-    def open(self) -> None:
-        """Subscribe; raises OSError if the kernel refuses (no nf_tables, no privilege)."""
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+    def _commit(self, data: bytes, body: int, end: int) -> Event | None:
+        """A NEWGEN: the transaction is over; describe it with its own committer."""
+        txn, self.current = self.current, Transaction()
+        if not txn.tables:
+            return None
+        found = netlink.find_attrs(data, body, end, (NFTA_GEN_PROC_PID, NFTA_GEN_PROC_NAME))
+        raw_pid = found.get(NFTA_GEN_PROC_PID)
+        pid = struct.unpack(">I", raw_pid)[0] if raw_pid and len(raw_pid) == 4 else None
+        if pid is not None and self.own_pid(pid):
+            return None
+        name = netlink.cstring(found.get(NFTA_GEN_PROC_NAME)) or None
+        kube = any(c.startswith("KUBE-") for c in txn.chains) or name == "kube-proxy"
+        touched = ", ".join(sorted(txn.chains or txn.tables))
+        return Event(
+            Trigger.KUBE_PROXY if kube else Trigger.RULE_CHANGE,
+            detail=f"nf_tables transaction touched {touched}",
+            pid=pid,
+            process=name,
+            # inet tables (family 1) concern both
+            families=None if "inet" in txn.families else frozenset(txn.families),
         )
+
+
+class NetlinkSocket(Protocol):
+    """What the watcher needs of a subscribed socket (a fake in unit tests)."""
+
+    def recv(self, size: int, /) -> bytes:
+        """One datagram; TimeoutError now and then so that stop() is noticed."""
+        ...
+
+    def close(self) -> None:
+        """Drop the subscription."""
+        ...
+
+
+def subscribe() -> NetlinkSocket:
+    """A socket in NFNLGRP_NFTABLES; OSError if the kernel refuses (no nf_tables, no privilege)."""
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+    )
+    try:
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
         except OSError:
@@ -169,27 +185,55 @@ class NftWatcher:
         sock.bind((0, 0))
         sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
         sock.settimeout(1.0)  # wake up now and then to notice stop()
-        self.sock = sock
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class NftWatcher:
+    """A thread reading ruleset events; ENOBUFS means 'something changed': re-open, check."""
+
+    name = "nftables-events"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        own_pid: Callable[[int], bool],
+        emit: Emit,
+        open_socket: Callable[[], NetlinkSocket] = subscribe,
+    ) -> None:
+        self.emit = emit
+        self.decoder = Decoder(config_families(config), frozenset(config.policy.tables), own_pid)
+        self.open_socket = open_socket
+        self.sock: NetlinkSocket | None = None
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="nft-events", daemon=True)
+        self.overflows = 0
 
     def start(self) -> None:
-        """Open the socket (errors surface here) and start reading."""
-        self.open()
+        """Subscribe (errors surface here) and start reading."""
+        self.sock = self.open_socket()
         self.thread.start()
 
     def stop(self) -> None:
-        """Stop reading; the thread ends at its next wake-up."""
+        """Stop reading (a re-subscription in progress ends at once); the thread ends."""
         self.stopped.set()
-        self.thread.join(timeout=2)
+        if self.thread.is_alive():
+            self.thread.join(timeout=2)
         if self.sock is not None:
             self.sock.close()
 
-    def _run(self) -> None:
-        while not self.stopped.is_set():
-            sock = self.sock
-            if sock is None:
-                return
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reloaded config's tables and families."""
+        self.decoder.follow(tables=config.policy.tables, families=config_families(config))
+
+    def run(self) -> None:
+        """The thread body: read, decode, emit; re-subscribe after any socket error."""
+        while not self.stopped.is_set() and self.sock is not None:
             try:
-                data = sock.recv(1 << 20)
+                data = self.sock.recv(1 << 20)
             except TimeoutError:
                 continue
             except OSError as e:
@@ -197,12 +241,12 @@ class NftWatcher:
                     return
                 if e.errno == errno.ENOBUFS:
                     self.overflows += 1
-                    self._reopen("netlink receive buffer overflowed; full check")
+                    why = "netlink receive buffer overflowed; full check"
                 else:
-                    self._reopen(f"nf_tables event socket failed ({e}); re-subscribed, full check")
-                continue
-            if not data:
-                if self.stopped.is_set():
+                    why = f"nf_tables event socket failed ({e}); re-subscribed, full check"
+                try:
+                    self._reopen(why)
+                except Stopped:
                     return
                 continue
             for event in self.decoder.feed(data):
@@ -210,17 +254,14 @@ class NftWatcher:
 
     def _reopen(self, why: str) -> None:
         """Drop the socket and the half-read transaction, subscribe again, ask for a check."""
-        self.decoder.current = Transaction()
+        self.decoder.reset()
         old, self.sock = self.sock, None
         if old is not None:
             old.close()
-        delay = 0.1
-        while not self.stopped.is_set():
-            try:
-                self.open()
-                break
-            except OSError as e:  # EMFILE, ENOMEM: keep trying, the timer covers meanwhile
-                why = f"{why}; re-subscribing failed ({e}), retrying"
-                self.stopped.wait(delay)
-                delay = min(delay * 2, 5.0)
-        self.emit(Event(Trigger.OVERFLOW, detail=why))
+        failures: list[str] = []
+
+        def failed(attempt: int, e: BaseException) -> None:
+            failures[:] = [f"re-subscribing failed {attempt} time(s), last: {e}"]
+
+        self.sock = resubscribe(self.open_socket, stopped=self.stopped, failed=failed)
+        self.emit(Event(Trigger.OVERFLOW, detail="; ".join([why, *failures])))

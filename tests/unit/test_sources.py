@@ -5,10 +5,16 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import threading
+import time
+from pathlib import Path
 
+import pytest
+
+from efa_guard.config import Config, parse
 from efa_guard.events import Event, Trigger
 from efa_guard.policy import any_interface_matches as matches
-from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker
+from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker, LinkWatcher
 from efa_guard.sources.nft import (
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_DELCHAIN,
@@ -17,6 +23,19 @@ from efa_guard.sources.nft import (
     Decoder,
     NftWatcher,
 )
+from efa_guard.sources.retry import Stopped, resubscribe
+
+MINIMAL = """
+interface = "eth0"
+families = ["ipv4"]
+[[chain]]
+name = "EFA_INPUT"
+table = "filter"
+hook = "INPUT"
+[[chain.rule]]
+protocol = "tcp"
+ports = [3306]
+"""
 
 
 def nla(kind: int, payload: bytes) -> bytes:
@@ -135,15 +154,15 @@ def test_events_name_the_families_they_touch() -> None:
 class FakeNetlink:
     """A socket whose recv plays a script: bytes are returned, exceptions raised."""
 
-    def __init__(self, script: list[bytes | OSError], watcher: NftWatcher) -> None:
+    def __init__(self, script: list[bytes | OSError], stopped: threading.Event) -> None:
         self.script = script
-        self.watcher = watcher
+        self.stopped = stopped
         self.closed = False
 
-    def recv(self, _size: int) -> bytes:
+    def recv(self, _size: int, /) -> bytes:
         """The next scripted datagram or error; stops the watcher when done."""
         if not self.script:
-            self.watcher.stopped.set()
+            self.stopped.set()
             return b""
         item = self.script.pop(0)
         if isinstance(item, OSError):
@@ -155,25 +174,39 @@ class FakeNetlink:
         self.closed = True
 
 
+def config(text: str = MINIMAL) -> Config:
+    """A parsed config."""
+    return parse(text, path=Path("/etc/efa-guard/efa-guard.toml"))
+
+
+def scripted(
+    scripts: list[list[bytes | OSError]], events: list[Event]
+) -> tuple[NftWatcher, list[FakeNetlink]]:
+    """A watcher whose successive subscriptions play the given scripts."""
+    stopped = threading.Event()
+    sockets = [FakeNetlink(s, stopped) for s in scripts]
+    handed = iter(sockets)
+    watcher = NftWatcher(
+        config(), own_pid=lambda _pid: False, emit=events.append, open_socket=lambda: next(handed)
+    )
+    watcher.stopped = stopped
+    watcher.sock = next(handed)
+    return watcher, sockets
+
+
 def test_enobufs_reopens_the_socket_and_asks_for_a_full_check() -> None:
     """After ENOBUFS the socket is re-created, an overflow event is emitted, reading goes on."""
     events: list[Event] = []
-    watcher = NftWatcher(events.append, tables=["filter"], own_pid=lambda _pid: False)
-    first = FakeNetlink(
-        [rule("filter", "INPUT"), OSError(errno.ENOBUFS, "No buffer space")], watcher
+    watcher, (first, second) = scripted(
+        [
+            [rule("filter", "INPUT"), OSError(errno.ENOBUFS, "No buffer space")],
+            [rule("filter", "INPUT") + gen(9, "iptables-nft")],
+        ],
+        events,
     )
-    second = FakeNetlink([rule("filter", "INPUT") + gen(9, "iptables-nft")], watcher)
-    watcher.sock = first  # type: ignore[assignment]
-    reopened: list[bool] = []
-
-    def reopen() -> None:
-        reopened.append(True)
-        watcher.sock = second  # type: ignore[assignment]
-
-    watcher.open = reopen  # type: ignore[method-assign]
-    watcher._run()  # noqa: SLF001 - the thread body, run inline
-    assert reopened == [True]
+    watcher.run()
     assert first.closed
+    assert not second.script
     assert [e.trigger for e in events] == [Trigger.OVERFLOW, Trigger.RULE_CHANGE]
     assert events[1].pid == 9  # the half-read transaction before the overflow was dropped
     assert watcher.overflows == 1
@@ -182,14 +215,73 @@ def test_enobufs_reopens_the_socket_and_asks_for_a_full_check() -> None:
 def test_other_socket_errors_resubscribe_instead_of_killing_the_thread() -> None:
     """Any socket error re-creates the subscription and asks for a full check."""
     events: list[Event] = []
-    watcher = NftWatcher(events.append, tables=["filter"], own_pid=lambda _pid: False)
-    watcher.sock = FakeNetlink([OSError(errno.EBADF, "Bad file descriptor")], watcher)  # type: ignore[assignment]
-
-    def reopen() -> None:
-        watcher.sock = FakeNetlink([], watcher)  # type: ignore[assignment]
-
-    watcher.open = reopen  # type: ignore[method-assign]
-    watcher._run()  # noqa: SLF001 - the thread body, run inline
+    watcher, _ = scripted([[OSError(errno.EBADF, "Bad file descriptor")], []], events)
+    watcher.run()
     assert [e.trigger for e in events] == [Trigger.OVERFLOW]
     assert "re-subscribed" in events[0].detail
     assert watcher.overflows == 0
+
+
+def test_failed_resubscriptions_are_retried_and_reported() -> None:
+    """Subscribing fails twice (EMFILE), then works: both failures are reported, in order."""
+    stopped = threading.Event()
+    outcomes: list[FakeNetlink | OSError] = [
+        OSError(errno.EMFILE, "Too many open files"),
+        OSError(errno.EMFILE, "Too many open files"),
+        FakeNetlink([], stopped),
+    ]
+
+    def subscribe() -> FakeNetlink:
+        item = outcomes.pop(0)
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+    failed: list[int] = []
+    sock = resubscribe(
+        subscribe, stopped=stopped, failed=lambda n, _e: failed.append(n), first_wait=0.001
+    )
+    assert isinstance(sock, FakeNetlink)
+    assert failed == [1, 2]
+    assert not outcomes
+
+
+def test_resubscribing_ends_promptly_on_stop() -> None:
+    """A subscription that never works is retried until stop(), which ends the wait at once."""
+    stopped = threading.Event()
+    attempts: list[int] = []
+
+    def never() -> None:
+        attempts.append(1)
+        if len(attempts) == 3:
+            threading.Timer(0.05, stopped.set).start()
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    began = time.monotonic()
+    with pytest.raises(Stopped):
+        resubscribe(never, stopped=stopped, first_wait=0.001, max_wait=60.0)
+    assert time.monotonic() - began < 5.0
+    assert len(attempts) >= 3
+
+
+def test_nft_watcher_follows_a_reloaded_config() -> None:
+    """After reconfigure, the new table and family count and the old ones no longer do."""
+    events: list[Event] = []
+    watcher = NftWatcher(config(), own_pid=lambda _pid: False, emit=events.append)
+    six = rule("raw", "PREROUTING", family=socket.AF_INET6) + gen(3, "ip6tables-nft")
+    assert watcher.decoder.feed(six) == []
+    raw = MINIMAL.replace('"filter"', '"raw"').replace('"INPUT"', '"PREROUTING"')
+    watcher.reconfigure(config(raw.replace('["ipv4"]', '["ipv6"]')))
+    (event,) = watcher.decoder.feed(six)
+    assert event.families == frozenset({"ipv6"})
+    assert watcher.decoder.feed(rule("filter", "INPUT") + gen(4, "iptables-nft")) == []
+
+
+def test_link_watcher_follows_a_reloaded_config() -> None:
+    """After reconfigure, the new interface is tracked and the old one is not."""
+    watcher = LinkWatcher(config(), emit=lambda _e: None)
+    up = IFF_UP | IFF_LOWER_UP
+    assert watcher.tracker.update("RTM_NEWLINK", 2, "mgmt0", up) is None
+    watcher.reconfigure(config(MINIMAL.replace('"eth0"', '"mgmt+"')))
+    assert watcher.tracker.update("RTM_NEWLINK", 2, "mgmt0", 0) == "mgmt0 down"
+    assert watcher.tracker.update("RTM_NEWLINK", 3, "eth0", up) is None
