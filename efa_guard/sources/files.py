@@ -76,7 +76,7 @@ def _absolute(path: Path) -> Path:
 class FileWatcher:
     """Watches the config file (re-arming itself), and /run for the xtables lock when asked."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only; side effects enter through the constructor
         self,
         config: Config,
         *,
@@ -84,16 +84,15 @@ class FileWatcher:
         log: Logger,
         lock: Path | None = None,
         poll: float = POLL,
+        observer: Any = None,  # noqa: ANN401 - a watchdog observer; tests inject failures
     ) -> None:
-        from watchdog.observers import Observer  # noqa: PLC0415 - daemon only
-
         self.name = "config-file" + (" xtables-lock" if lock is not None else "")
         self.emit = emit
         self.log = log
         self.path = _absolute(config.path)
         self.lock = lock
         self.poll = poll
-        self.observer: Any = Observer()
+        self.observer: Any = observer if observer is not None else _observer()
         self.observer.daemon = True
         self.handler = _make_handler(self)
         self.armed: dict[Path, tuple[Any, tuple[int, int]]] = {}  # dir -> (watch, identity)
@@ -222,6 +221,12 @@ class FileWatcher:
             except Exception as e:  # noqa: BLE001 - the watch must outlive any single failure
                 with self._mutex:
                     self._lose(f"re-arming failed: {e!r}")
+
+
+def _observer() -> Any:  # noqa: ANN401
+    from watchdog.observers import Observer  # noqa: PLC0415 - daemon only
+
+    return Observer()
 
 
 def _make_handler(watcher: FileWatcher) -> Any:  # noqa: ANN401
