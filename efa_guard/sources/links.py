@@ -79,6 +79,7 @@ class LinkWatcher:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.error: BaseException | None = None
+        self.ipr: Any = None  # the subscribed socket, for stop() to close
         self.thread = threading.Thread(target=self._run, name="link-events", daemon=True)
 
     def start(self) -> None:
@@ -89,8 +90,17 @@ class LinkWatcher:
             raise self.error
 
     def stop(self) -> None:
-        """Stop: a re-subscription in progress ends at once, a read at its next message."""
+        """Stop: a back-off ends at once; closing the socket ends a blocked read.
+
+        pyroute2 0.7's read does not wake up on close: that (daemon) thread is left behind.
+        """
         self.stopped.set()
+        ipr = self.ipr
+        if ipr is not None:
+            with contextlib.suppress(Exception):
+                ipr.close()
+        if self.thread.is_alive():
+            self.thread.join(timeout=0.5)
 
     def reconfigure(self, config: Config) -> None:
         """Follow a reloaded config's interfaces."""
@@ -114,7 +124,7 @@ class LinkWatcher:
 
     def _run(self) -> None:
         try:
-            ipr = self._subscribe()
+            ipr = self.ipr = self._subscribe()
         except Exception as e:  # noqa: BLE001 - start() raises it: the daemon logs source_failed
             self.error = e
             self.ready.set()
@@ -133,7 +143,7 @@ class LinkWatcher:
                 with contextlib.suppress(Exception):
                     ipr.close()
             try:
-                ipr = resubscribe(self._subscribe, stopped=self.stopped)
+                ipr = self.ipr = resubscribe(self._subscribe, stopped=self.stopped)
             except Stopped:
                 return
             self.emit(Event(Trigger.OVERFLOW, detail=why))

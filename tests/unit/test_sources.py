@@ -380,3 +380,29 @@ def test_each_transaction_of_a_burst_is_described_by_itself() -> None:
     assert (tamper.trigger, tamper.pid, tamper.process) == (Trigger.RULE_CHANGE, 42, "iptables")
     assert tamper.detail == "nf_tables transaction touched INPUT, PREROUTING"
     assert tamper.families == frozenset({"ipv4"})
+
+
+def test_stop_ends_a_watcher_that_cannot_resubscribe() -> None:
+    """The socket dies and re-subscribing keeps failing: stop() still ends the thread at once."""
+    events: list[Event] = []
+    attempts: list[int] = []
+
+    def open_once() -> FakeNetlink:
+        attempts.append(1)
+        if len(attempts) == 1:
+            return FakeNetlink([OSError(errno.EBADF, "Bad file descriptor")], threading.Event())
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    watcher = NftWatcher(
+        config(), own_pid=lambda _pid: False, emit=events.append, open_socket=open_once
+    )
+    watcher.start()
+    deadline = time.monotonic() + 5
+    while len(attempts) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    began = time.monotonic()
+    watcher.stop()
+    assert not watcher.thread.is_alive()
+    assert time.monotonic() - began < 1.0
+    assert len(attempts) >= 3
+    assert events == []  # no "re-subscribed" claim while it never was
