@@ -15,13 +15,13 @@ from efa_guard.config import Config, parse
 from efa_guard.events import Event, Trigger
 from efa_guard.policy import any_interface_matches as matches
 from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker, LinkWatcher
-from efa_guard.sources.nft import (
+from efa_guard.sources.nft import NftWatcher
+from efa_guard.sources.nftdecode import (
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_DELCHAIN,
     NFT_MSG_NEWGEN,
     NFT_MSG_NEWRULE,
     Decoder,
-    NftWatcher,
 )
 from efa_guard.sources.retry import Stopped, resubscribe
 
