@@ -203,3 +203,34 @@ def test_a_watch_refused_at_start_names_the_cause(tmp_path: Path) -> None:
     ((level, event, fields),) = log.entries
     assert (level, event) == ("error", EventKind.SOURCE_FAILED)
     assert "inotify watch limit reached" in fields["error"]
+
+
+def test_a_source_that_cannot_start_is_logged_and_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nf_tables refused: source_failed names it; the others start and stop; nothing raises."""
+    from efa_guard.sources import start_sources, stop_sources  # noqa: PLC0415
+    from efa_guard.sources.links import LinkWatcher  # noqa: PLC0415
+    from efa_guard.sources.nft import NftWatcher  # noqa: PLC0415
+
+    def refused(_self: NftWatcher) -> None:
+        raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+
+    monkeypatch.setattr(NftWatcher, "start", refused)
+    monkeypatch.setattr(LinkWatcher, "start", lambda _self: None)  # no host socket in a unit test
+    log = Log()
+    cfg = config_at(tmp_path / "efa-guard" / "efa-guard.toml")
+    sources = start_sources(
+        cfg, backend="nft", own_pid=lambda _pid: False, emit=lambda _e: None, log=log
+    )
+    try:
+        assert [s.name for s in sources] == ["link-events", "config-file"]
+        ((level, event, fields),) = log.entries
+        assert (level, event) == ("error", EventKind.SOURCE_FAILED)
+        assert (
+            fields["message"] == "nf_tables events unavailable: [Errno 93] Protocol not supported"
+        )
+        for source in sources:
+            source.reconfigure(cfg)
+    finally:
+        stop_sources(sources)
