@@ -68,6 +68,16 @@ def attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         pos += (length + 3) & ~3
 
 
+def first_attr(data: bytes, start: int, end: int) -> tuple[int, bytes] | None:
+    """The type and payload of the first attribute in data[start:end], if it is whole."""
+    if start + ATTR.size > end:
+        return None
+    length, kind = ATTR.unpack_from(data, start)
+    if length < ATTR.size or start + length > end:
+        return None
+    return kind & NLA_TYPE_MASK, data[start + ATTR.size : start + length]
+
+
 def find_attrs(data: bytes, start: int, end: int, wanted: Collection[int]) -> dict[int, bytes]:
     """The payloads of the wanted attribute types; stops as soon as all were seen."""
     out: dict[int, bytes] = {}

@@ -103,7 +103,6 @@ class Decoder:
                 return []
         events: list[Event] = []
         types, keys, families = _NFT_TYPES, self._keys, self.families
-        unpack_attr = netlink.ATTR.unpack_from
         for kind, _flags, _seq, _portid, start, end in netlink.messages(data):
             msg = types.get(kind)
             if msg is None:
@@ -113,15 +112,11 @@ class Decoder:
                         events.append(event)
                 continue
             body = start + NFGENMSG
-            if body + 4 > end or data[start] not in families:
+            if body > end or data[start] not in families:
                 continue
-            # The hot path: a foreign table is recognised on its first attribute's raw bytes.
-            length, attr = unpack_attr(data, body)
-            if (
-                attr & netlink.NLA_TYPE_MASK == NFTA_TABLE
-                and body + length <= end
-                and data[body + 4 : body + length] not in keys
-            ):
+            # A foreign table is recognised on its first attribute's raw bytes.
+            first = netlink.first_attr(data, body, end)
+            if first is not None and first[0] == NFTA_TABLE and first[1] not in keys:
                 self.skipped += 1
                 continue
             self._touch(msg, data[start], data, body, end)

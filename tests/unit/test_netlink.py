@@ -29,6 +29,8 @@ def test_attributes_are_aligned_and_types_masked() -> None:
     assert netlink.find_attrs(raw, 0, len(raw), (2,)) == {2: b"\1\2\3\4\5"}
     assert netlink.cstring(netlink.find_attrs(raw, 0, len(raw), (1,))[1]) == "filter"
     assert netlink.cstring(None) == ""
+    assert netlink.first_attr(raw, 0, len(raw)) == (1, b"filter\0")
+    assert netlink.first_attr(raw, 0, 10) is None  # cut short
 
 
 def test_truncated_and_corrupt_input_ends_the_walk() -> None:
