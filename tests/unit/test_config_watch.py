@@ -234,3 +234,23 @@ def test_a_source_that_cannot_start_is_logged_and_skipped(
             source.reconfigure(cfg)
     finally:
         stop_sources(sources)
+
+
+def test_an_edit_of_a_symlinked_file_in_another_directory_is_seen(tmp_path: Path) -> None:
+    """The config is a symlink to a file elsewhere: editing that file asks for a reload."""
+    target = tmp_path / "opt" / "efa.toml"
+    config_at(target)
+    link = tmp_path / "etc" / "efa-guard.toml"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    events: list[Event] = []
+    log = Log()
+    watcher = FileWatcher(parse(TEXT, path=link), emit=events.append, log=log, poll=0.05)
+    watcher.start()
+    try:
+        time.sleep(0.1)
+        target.write_text(TEXT + "\n# edited\n")
+        wait_for("a reload", lambda: reloads(events) >= 1)
+    finally:
+        watcher.stop()
+    assert log.entries == []
