@@ -24,6 +24,7 @@ class EventKind(enum.StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     EVENTS_LOST = "events_lost"
     SOURCE_FAILED = "source_failed"
+    SOURCE_RESTORED = "source_restored"
     EXPOSURE = "exposure"
     SURVEY_FAILED = "survey_failed"
     STATUS = "status"
@@ -59,6 +60,7 @@ MESSAGE_IDS: dict[str, str] = {
     EventKind.RETRY_SCHEDULED: "00ce042eae054ce2a38d1ae38ca35c35",
     EventKind.EVENTS_LOST: "e9b280f87fbb4695866a8fd93579d696",
     EventKind.SOURCE_FAILED: "004cc36694904d99881782b6bd71797e",
+    EventKind.SOURCE_RESTORED: "c27797c2785e4e328b0b2d34392e7086",
     EventKind.EXPOSURE: "acdb35cbbd374da5939a6b86e0a59381",
     EventKind.SURVEY_FAILED: "12b3cae757e84b73bc62f4ab6efca869",
     EventKind.STATUS: "07db12eedf30494283737d9bb36db3b7",

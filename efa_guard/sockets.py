@@ -7,24 +7,21 @@ most of `efa-guard check`'s budget. Owners are found in /proc (the kernel gives 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from efa_guard import netlink
+
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 TCP_LISTEN, TCP_CLOSE = 10, 7
 INET_DIAG_SKV6ONLY = 11
 
-_NLMSG = struct.Struct("=IHHII")
 _REQ = struct.Struct("=BBBxI48x")  # inet_diag_req_v2 with an empty inet_diag_sockid
 _MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # inet_diag_msg
-_NLA = struct.Struct("=HH")
 
 
 @dataclass(frozen=True)
@@ -53,49 +50,33 @@ class Listener:
 
 def _request(family: int, protocol: int, states: int, seq: int) -> bytes:
     body = _REQ.pack(family, protocol, 0, states)
-    return (
-        _NLMSG.pack(
-            _NLMSG.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
-        )
-        + body
+    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP
+    return netlink.pack(SOCK_DIAG_BY_FAMILY, body, flags=flags, seq=seq)
+
+
+def _listener(data: bytes, start: int, end: int, protocol: int) -> Listener | None:
+    """One inet_diag_msg; None for a connected UDP socket or a short message."""
+    if start + _MSG.size > end:
+        return None
+    fields = _MSG.unpack_from(data, start)
+    # The kernel filtered by state already (LISTEN for TCP, CLOSE for UDP).
+    fam, sport, src, dst, inode = (fields[0], fields[4], fields[6], fields[7], fields[14])
+    v6only = None
+    for kind, lo, hi in netlink.attrs(data, start + _MSG.size, end):
+        if kind == INET_DIAG_SKV6ONLY and hi > lo:
+            v6only = bool(data[lo])
+    width = 4 if fam == socket.AF_INET else 16
+    remote = ipaddress.ip_address(dst[:width])
+    if protocol != socket.IPPROTO_TCP and not remote.is_unspecified:
+        return None
+    return Listener(
+        protocol="tcp" if protocol == socket.IPPROTO_TCP else "udp",
+        family="ipv4" if fam == socket.AF_INET else "ipv6",
+        address=str(ipaddress.ip_address(src[:width])),
+        port=struct.unpack(">H", sport)[0],
+        inode=inode,
+        v6only=v6only if fam == socket.AF_INET6 else None,
     )
-
-
-def _decode(data: bytes, protocol: int) -> Iterable[Listener]:
-    pos = 0
-    while pos + _NLMSG.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size:
-            return
-        if kind == NLMSG_ERROR:
-            (errno,) = struct.unpack_from("=i", data, pos + _NLMSG.size)
-            if errno:
-                raise OSError(-errno, os.strerror(-errno))
-        if kind == SOCK_DIAG_BY_FAMILY and pos + _NLMSG.size + _MSG.size <= len(data):
-            fields = _MSG.unpack_from(data, pos + _NLMSG.size)
-            # The kernel filtered by state already (LISTEN for TCP, CLOSE for UDP).
-            fam, sport, src, dst, inode = (fields[0], fields[4], fields[6], fields[7], fields[14])
-            v6only = None
-            attr = pos + _NLMSG.size + _MSG.size
-            while attr + 4 <= pos + length:
-                alen, atype = _NLA.unpack_from(data, attr)
-                if alen < 4:
-                    break
-                if atype == INET_DIAG_SKV6ONLY and alen >= 5:
-                    v6only = bool(data[attr + 4])
-                attr += (alen + 3) & ~3
-            width = 4 if fam == socket.AF_INET else 16
-            remote = ipaddress.ip_address(dst[:width])
-            if protocol == socket.IPPROTO_TCP or remote.is_unspecified:
-                yield Listener(
-                    protocol="tcp" if protocol == socket.IPPROTO_TCP else "udp",
-                    family="ipv4" if fam == socket.AF_INET else "ipv6",
-                    address=str(ipaddress.ip_address(src[:width])),
-                    port=struct.unpack(">H", sport)[0],
-                    inode=inode,
-                    v6only=v6only if fam == socket.AF_INET6 else None,
-                )
-        pos += (length + 3) & ~3
 
 
 def listeners() -> list[Listener]:
@@ -113,25 +94,13 @@ def listeners() -> list[Listener]:
                 (socket.IPPROTO_UDP, 1 << TCP_CLOSE),
             ):
                 seq += 1
-                sock.send(_request(family, protocol, states, seq))
-                done = False
-                while not done:
-                    data = sock.recv(1 << 16)
-                    done = _is_done(data)
-                    out.extend(_decode(data, protocol))
+                request = _request(family, protocol, states, seq)
+                for data, (kind, _f, _s, _p, start, end) in netlink.dump(sock, request):
+                    if kind == SOCK_DIAG_BY_FAMILY:
+                        listener = _listener(data, start, end, protocol)
+                        if listener is not None:
+                            out.append(listener)
     return sorted(set(out), key=lambda x: (x.protocol, x.port, x.family, x.address))
-
-
-def _is_done(data: bytes) -> bool:
-    pos = 0
-    while pos + _NLMSG.size <= len(data):
-        length, kind, *_ = _NLMSG.unpack_from(data, pos)
-        if kind in (NLMSG_DONE, NLMSG_ERROR):
-            return True
-        if length < _NLMSG.size:
-            return True
-        pos += (length + 3) & ~3
-    return False
 
 
 def owners(inodes: Iterable[int], proc: Path = Path("/proc")) -> dict[int, tuple[int, str]]:

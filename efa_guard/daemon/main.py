@@ -24,7 +24,7 @@ from efa_guard.iptables import choose
 from efa_guard.log import Logger
 from efa_guard.notify import Notifier
 from efa_guard.rundir import clear_backend, write_backend
-from efa_guard.sources import Source, start_sources
+from efa_guard.sources import Source, start_sources, stop_sources
 
 EXIT_NOT_CONFIGURED = 6  # LSB: no usable config at all; a restart cannot help
 
@@ -124,8 +124,7 @@ def run(path: Path, log: Logger) -> int:
     )
     notifier.stopping()
     publisher.publish(running=False)
-    for s in reversed(sources):
-        s.stop()
+    stop_sources(sources)
     if telemetry is not None:
         telemetry.close()
     clear_backend()

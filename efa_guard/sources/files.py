@@ -1,21 +1,36 @@
-"""File events (watchdog): edits of the config file, and legacy iptables writers via the lock."""
+"""File events (watchdog): edits of the config file, and legacy iptables writers via the lock.
+
+The config watch must not be lost silently: config-management tools delete and re-create
+/etc/efa-guard, replace the file by rename, or swap a symlink. So the watcher watches the
+file's directory, that directory's parent, and the same two for the path the file resolves
+to; after any event there it re-arms the watches whose directory was replaced and compares
+the file's (device, inode, mtime, size) with what it last saw. While the file's directory
+cannot be watched (gone, or inotify refused) it says so (source_failed), polls that signature
+every POLL seconds, and says so again (source_restored) once the watch is back.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from efa_guard.catalog import EventKind
 from efa_guard.events import Event, Trigger
 from efa_guard.sources import Emit
 
+if TYPE_CHECKING:
+    from efa_guard.config import Config
+    from efa_guard.iptables import Kind
+    from efa_guard.log import Logger
+
 XTABLES_LOCK = Path("/run/xtables.lock")
+POLL = 1.0  # seconds between stats while the watch is lost
+_DIRECT = frozenset({"modified", "created", "moved", "closed"})  # writes, not our own reads
 
-
-def _handler_base() -> type:
-    from watchdog.events import FileSystemEventHandler  # noqa: PLC0415 - daemon only
-
-    return FileSystemEventHandler
+Signature = tuple[int, int, int, int] | None  # st_dev, st_ino, st_mtime_ns, st_size
 
 
 def closed_no_write_supported() -> bool:
@@ -25,58 +40,199 @@ def closed_no_write_supported() -> bool:
     return hasattr(watchdog.events, "FileClosedNoWriteEvent")
 
 
+def lock_to_watch(backend: Kind) -> Path | None:
+    """The xtables lock, when its closes tell of legacy writers and watchdog can see them."""
+    return XTABLES_LOCK if backend == "legacy" and closed_no_write_supported() else None
+
+
+def signature(path: Path) -> Signature:
+    """What the path resolves to, now; None when it resolves to nothing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _identity(directory: Path) -> tuple[int, int] | None:
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def directories(path: Path) -> tuple[Path, ...]:
+    """The directories whose changes can change what `path` resolves to, the parent first."""
+    real = Path(os.path.realpath(path))
+    out = (path.parent, path.parent.parent, real.parent, real.parent.parent)
+    return tuple(dict.fromkeys(out))
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))  # noqa: PTH100 - keep symlinks as given
+
+
 class FileWatcher:
-    """Watches the config file's directory, and /run for the xtables lock when asked."""
+    """Watches the config file (re-arming itself), and /run for the xtables lock when asked."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only; side effects enter through the constructor
         self,
-        emit: Emit,
+        config: Config,
         *,
-        config: Path,
+        emit: Emit,
+        log: Logger,
         lock: Path | None = None,
+        poll: float = POLL,
+        observer: Any = None,  # noqa: ANN401 - a watchdog observer; tests inject failures
     ) -> None:
-        from watchdog.observers import Observer  # noqa: PLC0415
-
+        self.name = "config-file" + (" xtables-lock" if lock is not None else "")
         self.emit = emit
-        self.config = Path(os.path.abspath(config))  # noqa: PTH100 - keep symlinks as given
+        self.log = log
+        self.path = _absolute(config.path)
         self.lock = lock
-        self.observer: Any = Observer()
-        handler = _make_handler(self)
-        self.observer.schedule(handler, str(self.config.parent), recursive=False)
-        if lock is not None and lock.parent != self.config.parent:
-            self.observer.schedule(handler, str(lock.parent), recursive=False)
+        self.poll = poll
+        self.observer: Any = observer if observer is not None else _observer()
+        self.observer.daemon = True
+        self.handler = _make_handler(self)
+        self.armed: dict[Path, tuple[Any, tuple[int, int]]] = {}  # dir -> (watch, identity)
+        self.watched: frozenset[Path] = frozenset()  # read by the observer thread
+        self.lost: str | None = None  # why the config's directory is not watched
+        self.last: Signature = None
+        self._force = False
+        self._mutex = threading.Lock()
+        self._wake = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._work, name="config-watch", daemon=True)
 
     def start(self) -> None:
-        """Start watching."""
-        self.observer.daemon = True
+        """Arm the watches and start; a watch that cannot be armed means polling, not failure."""
         self.observer.start()
+        if self.lock is not None:
+            self.observer.schedule(self.handler, str(self.lock.parent), recursive=False)
+        self.last = signature(self.path)
+        self.check()
+        self.thread.start()
 
     def stop(self) -> None:
-        """Stop watching."""
+        """Stop watching and polling."""
+        self.stopped.set()
+        self._wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=2)
         self.observer.stop()
         self.observer.join(timeout=2)
 
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reloaded config: its path (the watches move with it)."""
+        path = _absolute(config.path)
+        with self._mutex:
+            if path == self.path:
+                return
+            self.path = path
+            self.last = signature(path)
+        self._wake.set()
+
     def on_event(self, event: Any) -> None:  # noqa: ANN401 - watchdog's event classes
-        """Route one watchdog event."""
-        if event.is_directory:
-            return
+        """Route one watchdog event (observer thread): the lock at once, the rest to check()."""
         paths = {Path(str(event.src_path))}
         dest = getattr(event, "dest_path", "")
         if dest:
             paths.add(Path(str(dest)))
         kind = str(event.event_type)
-        if self.config in paths and kind in {"modified", "created", "moved", "closed"}:
-            self.emit(Event(Trigger.CONFIG_RELOAD, detail=f"{self.config} {kind}"))
-        elif self.lock is not None and self.lock in paths and kind in {"closed_no_write", "closed"}:
-            # Our own writes release the lock too: that costs one check that finds the
-            # policy in place. Dropping events while we are busy would lose foreign ones.
-            self.emit(Event(Trigger.LOCK, detail=f"a legacy iptables writer released {self.lock}"))
+        if self.lock is not None and self.lock in paths:
+            if kind in {"closed_no_write", "closed"}:
+                # Our own writes release the lock too: that costs one check that finds the
+                # policy in place. Dropping events while we are busy would lose foreign ones.
+                self.emit(
+                    Event(Trigger.LOCK, detail=f"a legacy iptables writer released {self.lock}")
+                )
+            return
+        if self.path in paths and kind in _DIRECT and not event.is_directory:
+            self._force = True  # a write to the file itself: reload even if stat looks the same
+        watched = self.watched
+        if any(p in watched or p.parent in watched for p in paths):
+            self._wake.set()
+
+    def check(self) -> None:
+        """Re-arm what was replaced; emit a reload if the file was written or now differs."""
+        with self._mutex:
+            force, self._force = self._force, False
+            self._rearm()
+            now = signature(self.path)
+            changed, self.last = now != self.last, now
+            if now is not None and (changed or force):
+                self.emit(Event(Trigger.CONFIG_RELOAD, detail=f"{self.path} changed"))
+
+    def _rearm(self) -> None:
+        wanted = directories(self.path)
+        for directory, (watch, armed_as) in list(self.armed.items()):
+            if directory not in wanted or _identity(directory) != armed_as:
+                del self.armed[directory]
+                # Its inotify watch may have died with its directory: nothing left to undo.
+                with contextlib.suppress(Exception):
+                    self.observer.unschedule(watch)
+        errors: dict[Path, str] = {}
+        for directory in wanted:
+            identity = _identity(directory)  # before arming: a replacement in between re-arms
+            if directory in self.armed or identity is None:
+                continue
+            try:
+                watch = self.observer.schedule(self.handler, str(directory), recursive=False)
+            except Exception as e:  # noqa: BLE001 - inotify limits, permissions, a race
+                errors[directory] = str(e)
+                continue
+            self.armed[directory] = (watch, identity)
+        self.watched = frozenset(self.armed)
+        parent = self.path.parent
+        if parent not in self.armed:
+            self._lose(errors.get(parent, f"{parent} does not exist"))
+        elif self.lost is not None:
+            was, self.lost = self.lost, None
+            self.log.info(
+                EventKind.SOURCE_RESTORED,
+                message=f"config watch on {parent} is back (it was lost: {was}); polling stopped",
+                source=self.name,
+                path=str(self.path),
+            )
+
+    def _lose(self, why: str) -> None:
+        if self.lost is not None:
+            return
+        self.lost = why
+        self.log.error(
+            EventKind.SOURCE_FAILED,
+            message=f"config watch lost: {why}; polling {self.path} every {self.poll:g} s "
+            "until the watch is back",
+            error=why,
+            source=self.name,
+            path=str(self.path),
+        )
+
+    def _work(self) -> None:
+        """The check thread: woken by events, or every `poll` seconds while the watch is lost."""
+        while not self.stopped.is_set():
+            self._wake.wait(timeout=self.poll if self.lost is not None else None)
+            if self.stopped.is_set():
+                return
+            self._wake.clear()
+            try:
+                self.check()
+            except Exception as e:  # noqa: BLE001 - the watch must outlive any single failure
+                with self._mutex:
+                    self._lose(f"re-arming failed: {e!r}")
+
+
+def _observer() -> Any:  # noqa: ANN401
+    from watchdog.observers import Observer  # noqa: PLC0415 - daemon only
+
+    return Observer()
 
 
 def _make_handler(watcher: FileWatcher) -> Any:  # noqa: ANN401
-    base = _handler_base()
+    from watchdog.events import FileSystemEventHandler  # noqa: PLC0415 - daemon only
 
-    class Handler(base):  # type: ignore[valid-type,misc]
+    class Handler(FileSystemEventHandler):
         def on_any_event(self, event: Any) -> None:  # noqa: ANN401
             watcher.on_event(event)
 

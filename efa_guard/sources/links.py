@@ -6,11 +6,15 @@ import contextlib
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from efa_guard.events import Event, Trigger
 from efa_guard.policy import any_interface_matches as matches
 from efa_guard.sources import Emit
+from efa_guard.sources.retry import Stopped, resubscribe
+
+if TYPE_CHECKING:
+    from efa_guard.config import Config
 
 RTMGRP_LINK = 1
 IFF_UP = 0x1
@@ -59,15 +63,23 @@ def _updown(s: LinkState) -> str:
     return ("up" if s.up else "down") + (", carrier" if s.carrier else "")
 
 
+def config_interfaces(config: Config) -> frozenset[str]:
+    """The interface names (or iptables wildcards) the config's rules match."""
+    return frozenset(r.interface for c in config.policy.chains for r in c.rules)
+
+
 class LinkWatcher:
     """A thread on an rtnetlink socket (pyroute2), bound to RTMGRP_LINK."""
 
-    def __init__(self, emit: Emit, *, interfaces: Collection[str]) -> None:
+    name = "link-events"
+
+    def __init__(self, config: Config, *, emit: Emit) -> None:
         self.emit = emit
-        self.tracker = LinkTracker(interfaces)
+        self.tracker = LinkTracker(config_interfaces(config))
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.error: BaseException | None = None
+        self.ipr: Any = None  # the subscribed socket, for stop() to close
         self.thread = threading.Thread(target=self._run, name="link-events", daemon=True)
 
     def start(self) -> None:
@@ -77,37 +89,64 @@ class LinkWatcher:
         if self.error is not None:
             raise self.error
 
-    def _run(self) -> None:
+    def stop(self) -> None:
+        """Stop: a back-off ends at once; closing the socket ends a blocked read.
+
+        pyroute2 0.7's read does not wake up on close: that (daemon) thread is left behind.
+        """
+        self.stopped.set()
+        ipr = self.ipr
+        if ipr is not None:
+            with contextlib.suppress(Exception):
+                ipr.close()
+        if self.thread.is_alive():
+            self.thread.join(timeout=0.5)
+
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reloaded config's interfaces."""
+        self.tracker.patterns = tuple(config_interfaces(config))
+
+    def _subscribe(self) -> Any:  # noqa: ANN401 - pyroute2's IPRoute is untyped
         # pyroute2 >= 0.9 binds its event loop to the thread that creates the socket.
         from pyroute2 import IPRoute  # noqa: PLC0415 - heavy import, daemon only
 
-        delay = 0.1
+        ipr = IPRoute()
+        try:
+            ipr.bind(groups=RTMGRP_LINK)
+            # After a failure this dump reports what changed while we were not looking.
+            for link in ipr.get_links():
+                self._handle(link)
+        except Exception:
+            with contextlib.suppress(Exception):
+                ipr.close()
+            raise
+        return ipr
+
+    def _run(self) -> None:
+        try:
+            ipr = self.ipr = self._subscribe()
+        except Exception as e:  # noqa: BLE001 - start() raises it: the daemon logs source_failed
+            self.error = e
+            self.ready.set()
+            return
+        self.ready.set()
         while not self.stopped.is_set():
-            ipr: Any = None
             try:
-                ipr = IPRoute()
-                ipr.bind(groups=RTMGRP_LINK)
-                # After a failure this dump reports what changed while we were not looking.
-                for link in ipr.get_links():
-                    self._handle(link)
-                self.ready.set()
-                delay = 0.1
                 while not self.stopped.is_set():
                     for msg in ipr.get():
                         self._handle(msg)
-            except Exception as e:  # noqa: BLE001 - reported; re-subscribe with backoff
-                if not self.ready.is_set():
-                    self.error = e  # start() raises it: the daemon logs source_failed
-                    self.ready.set()
-                    return
-                why = f"link events failed ({e}); re-subscribing, full check"
-                self.emit(Event(Trigger.OVERFLOW, detail=why))
-                self.stopped.wait(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception as e:  # noqa: BLE001 - reported; re-subscribe with back-off
+                why = f"link events failed ({e}); re-subscribed, full check"
+            else:
+                break
             finally:
-                if ipr is not None:
-                    with contextlib.suppress(Exception):
-                        ipr.close()
+                with contextlib.suppress(Exception):
+                    ipr.close()
+            try:
+                ipr = self.ipr = resubscribe(self._subscribe, stopped=self.stopped)
+            except Stopped:
+                return
+            self.emit(Event(Trigger.OVERFLOW, detail=why))
 
     def _handle(self, msg: Any) -> None:  # noqa: ANN401 - pyroute2's message classes are untyped
         name = msg.get_attr("IFLA_IFNAME")
