@@ -56,7 +56,7 @@ class _Scan:
         self.limits = limits
         self.stack: list[str] = []  # open '[' and '{' of values
         self.in_key = True  # a key is being read (line start, or after '{' or ',' in a table)
-        self.key_start = 0
+        self.key_start = 0  # where the current top-level line began
         self.dots = 0
 
     def run(self) -> None:
@@ -108,13 +108,14 @@ class _Scan:
 
     def begin_key(self, at: int) -> None:
         self.in_key = True
-        self.key_start = at
         self.dots = 0
+        if not self.stack:
+            self.key_start = at  # errors name the top-level key (or header) of the line
 
     def fail(self, reason: str, at: int) -> ConfigError:
         line = self.text.count("\n", 0, at) + 1
-        key = self.text[self.key_start : self.key_start + 200].split("=", 1)[0]
-        key = " ".join(key.strip(" \t[]").split())
+        line_text = self.text[self.key_start : self.key_start + 200].split("\n", 1)[0]
+        key = " ".join(line_text.split("=", 1)[0].strip(" \t[]").split())
         if not key.isprintable():
             key = ""
         key = key if len(key) <= 40 else key[:37] + "..."
