@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,11 @@ values: st.SearchStrategy[Toml] = st.recursive(
 documents = st.dictionaries(keys, values, max_size=8)
 
 
+def quoted(text: str) -> str:
+    """A TOML basic string: JSON's escapes, non-ASCII kept as is, DEL escaped."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def toml_value(value: Toml) -> str:
     """Render a value as inline TOML."""
     if isinstance(value, bool | int):
@@ -52,15 +58,15 @@ def toml_value(value: Toml) -> str:
             return "nan"
         return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
     if isinstance(value, str):
-        return json.dumps(value).replace("\x7f", "\\u007f")
+        return quoted(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return "{" + ", ".join(f"{quoted(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
 
 
 def toml_document(doc: dict[str, Toml]) -> str:
     """Render a document: one `key = value` line per top-level key."""
-    return "".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in doc.items())
+    return "".join(f"{quoted(k)} = {toml_value(v)}\n" for k, v in doc.items())
 
 
 def answer(text: str, limits: Limits | None = None) -> str:
@@ -137,3 +143,46 @@ def test_random_bytes_from_a_file_get_an_answer(
     except ConfigError as e:
         got = e.path
     assert got == str(path)
+
+
+def depth(value: Toml) -> int:
+    """How deep arrays and inline tables nest in a value."""
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    return 0
+
+
+def string_in(style: int, text: str) -> str:
+    """Text as a TOML string of one of the four kinds, falling back to basic where it cannot be."""
+    plain = "\n" not in text and "\r" not in text and text.isprintable()
+    if style == 1 and plain and "'" not in text:
+        return f"'{text}'"
+    if style == 2 and plain and "'''" not in text and not text.endswith("'"):
+        return f"'''\n{text}'''"
+    escaped = quoted(text)
+    return f'"""{escaped[1:-1]}"""' if style == 3 else escaped
+
+
+tricky = st.text(alphabet="[[[{{{]}.,=#\"'\\ab\n", max_size=20)
+
+
+@FAST
+@given(documents, st.lists(st.tuples(st.integers(0, 3), tricky), max_size=6))
+def test_scan_never_refuses_what_is_within_the_limits(
+    doc: dict[str, Toml], strings: list[tuple[int, str]]
+) -> None:
+    """The scan passes what tomllib reads within the limits, brackets and dots in strings too."""
+    extra = "".join(f"s{i} = [{string_in(s, t)}]\n" for i, (s, t) in enumerate(strings))
+    extra += "".join(f"{string_in(s, t)} = 1\n" for s, t in strings if s in {0, 1})
+    text = toml_document(doc) + extra
+    if max(map(depth, doc.values()), default=0) > SMALL.max_depth:
+        return
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return  # duplicate keys and the like: not the scan's business
+    got = answer(text, SMALL)
+    assert "nested deeper" not in got
+    assert "dotted key" not in got

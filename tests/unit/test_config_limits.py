@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -110,8 +111,12 @@ def test_brackets_in_strings_and_comments_do_not_count() -> None:
         f"# {noise}\nnote = \"{noise}\"\nlit = '{noise}'\n"
         f'ml = """\n{noise}\n"""\nmll = \'\'\'\n{noise}\n\'\'\'\n"{noise}" = 1\n'
     )
+    ml_basic = '"""' + '\\"""' + noise + "\\\n" + noise + '"""""'  # escapes, quotes at the end
+    ml_literal = "'''" + noise + "'''''"
+    escaped = f'esc = ["\\"{noise}", {ml_basic}, {ml_literal}, "\\\\"]\n'
+    assert tomllib.loads(escaped)["esc"][1] == f'"""{noise}{noise}""'
     with pytest.raises(ConfigError) as info:
-        parse(text + HEAD + RULE, path=P)
+        parse(text + escaped + HEAD + RULE, path=P)
     assert info.value.reason.startswith("unknown key")
     assert info.value.key == "note"
 
