@@ -57,6 +57,7 @@ class _Scan:
         self.stack: list[str] = []  # open '[' and '{' of values
         self.in_key = True  # a key is being read (line start, or after '{' or ',' in a table)
         self.key_start = 0  # where the current top-level line began
+        self.header_start = -1  # where the last [table] or [[array]] header began
         self.dots = 0
 
     def run(self) -> None:
@@ -82,6 +83,7 @@ class _Scan:
 
     def open(self, mark: str, at: int) -> None:
         if mark == "[" and not self.stack and self.in_key:
+            self.header_start = self.key_start
             return  # a [table] or [[array]] header: its key parts are counted
         self.stack.append(mark)
         if len(self.stack) > self.limits.max_depth:
@@ -114,9 +116,16 @@ class _Scan:
 
     def fail(self, reason: str, at: int) -> ConfigError:
         line = self.text.count("\n", 0, at) + 1
-        line_text = self.text[self.key_start : self.key_start + 200].split("\n", 1)[0]
-        key = " ".join(line_text.split("=", 1)[0].strip(" \t[]").split())
+        key = self.key_at(self.key_start)
+        if 0 <= self.header_start < self.key_start:
+            key = f"{self.key_at(self.header_start)}.{key}"  # chain.rule.ports
         if not key.isprintable():
             key = ""
-        key = key if len(key) <= 40 else key[:37] + "..."
+        key = key if len(key) <= 60 else key[:57] + "..."
         return ConfigError(self.where, key or "(syntax)", f"{reason} (line {line})")
+
+    def key_at(self, start: int) -> str:
+        """The key of the line at `start`, as written: `a.b` of `a.b = 1` or of `[[a.b]] # c`."""
+        line = self.text[start : start + 200].split("\n", 1)[0]
+        key = line.split("=", 1)[0].split("#", 1)[0]
+        return " ".join(key.strip(" \t[]").split())

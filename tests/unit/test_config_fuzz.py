@@ -16,7 +16,7 @@ from efa_guard.errors import ConfigError
 from efa_guard.limits import Limits
 
 P = Path("/etc/efa-guard/efa-guard.toml")
-FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = Limits(max_bytes=4096, max_depth=4, max_key_parts=3, max_string=12, max_ports=6)
 
 Toml = bool | int | float | str | list["Toml"] | dict[str, "Toml"]

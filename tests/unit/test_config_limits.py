@@ -34,7 +34,7 @@ def chain(name: str, table: str, hook: str, rules: int) -> str:
 
 OVER = [
     ("x = " + "[" * 4 + "]" * 4 + "\n" + HEAD + RULE, "x", "nested deeper than 3 levels (line 1)"),
-    (HEAD + RULE + "z = {a = {b = {c = {}}}}\n", "z", "nested deeper than 3"),
+    (HEAD + RULE + "z = {a = {b = {c = {}}}}\n", "chain.rule.z", "nested deeper than 3"),
     ("a.b.c.d = 1\n" + HEAD + RULE, "a.b.c.d", "dotted key of more than 3 parts"),
     (HEAD + RULE + "[a.b.c.d]\n", "a.b.c.d", "dotted key of more than 3 parts"),
     (HEAD + RULE.replace("[3306]", "[1, 2, 3, 4, 5, 6]"), "chain[0].rule[0].ports", "6 entries"),
