@@ -102,8 +102,9 @@ def load(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Config:
             if os.fstat(f.fileno()).st_size > limits.max_bytes:
                 raise ConfigError(where, "(file)", too_big)
             raw = f.read(limits.max_bytes + 1)  # a pipe or /proc file has no size
-    except OSError as e:
-        raise ConfigError(where, "(file)", f"cannot read: {e.strerror or e}") from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(where, "(file)", f"cannot read: {reason}") from e
     if len(raw) > limits.max_bytes:
         raise ConfigError(where, "(file)", too_big)
     try:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from efa_guard.config import DEFAULT_ALLOWLIST, Config, Daemon, parse
@@ -70,7 +70,7 @@ wide = st.lists(port_range(1, 65535), max_size=200)
 narrow = st.lists(port_range(1, 400), max_size=60)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(wide, narrow), st.one_of(wide, narrow))
 def test_subtract_and_normalize_match_the_old_ones(
     keep: list[PortRange], cut: list[PortRange]
@@ -80,7 +80,7 @@ def test_subtract_and_normalize_match_the_old_ones(
     assert subtract(keep, cut) == old_subtract(keep, cut)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(narrow, port_range(1, 450))
 def test_contains_matches_the_old_inside_check(ranges: list[PortRange], part: PortRange) -> None:
     """contains() says inside exactly when the old subtract left nothing over."""
@@ -170,7 +170,7 @@ def old_result(layout: list[tuple[tuple[str, str], list[RawRule]]]) -> Config | 
     return Config(P, "auto", "eth0", policy, Daemon(), DEFAULT_ALLOWLIST)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(layouts)
 def test_generated_configs_give_the_old_result(
     layout: list[tuple[tuple[str, str], list[RawRule]]],
@@ -188,3 +188,30 @@ def test_generated_configs_give_the_old_result(
         assert got == expected
         assert isinstance(got, Config)
         assert restore_text(got.policy) == restore_text(expected.policy)
+
+
+def ranges(rs: tuple[PortRange, ...]) -> str:
+    """Port ranges as a TOML list of "first-last" strings."""
+    return "[" + ", ".join(f'"{r.first}-{r.last}"' for r in rs) + "]"
+
+
+def to_toml(cfg: Config) -> str:
+    """A Config written back as TOML: blocked ports as ranges, no excepts, every key explicit."""
+    out = [f'backend = "{cfg.backend}"\ninterface = "{cfg.interface}"\n']
+    out.append(f"families = {json.dumps(list(cfg.policy.families))}\n")
+    for c in cfg.policy.chains:
+        out.append(f'[[chain]]\nname = "{c.name}"\ntable = "{c.table}"\nhook = "{c.hook}"\n')
+        for r in c.rules:
+            out.append(f'[[chain.rule]]\nprotocol = "{r.protocol}"\nports = {ranges(r.ports)}\n')
+            out.append(f'new_only = {str(r.new_only).lower()}\ninterface = "{r.interface}"\n')
+    out.append(f"[exposure]\ntcp = {ranges(cfg.exposure.tcp)}\nudp = {ranges(cfg.exposure.udp)}\n")
+    return "".join(out)
+
+
+@settings(max_examples=15, deadline=None)
+@given(layouts)
+def test_valid_configs_round_trip(layout: list[tuple[tuple[str, str], list[RawRule]]]) -> None:
+    """A valid generated config, written back as TOML, parses to the same Config."""
+    assume(not isinstance(old_result(layout), str))
+    cfg = parse(toml(layout), path=P)
+    assert parse(to_toml(cfg), path=P) == cfg

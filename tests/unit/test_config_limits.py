@@ -154,3 +154,9 @@ def test_default_limits_accept_a_64k_except_list() -> None:
     cuts = ", ".join(str(p) for p in range(2, 64_002))
     cfg = parse(HEAD + RULE.replace("[3306]", '["1-65535"]') + f"except = [{cuts}]\n", path=P)
     assert [str(r) for r in cfg.policy.chains[0].rules[0].ports] == ["1", "64002:65535"]
+
+
+def test_path_with_nul_is_a_config_error() -> None:
+    """A path holding a NUL byte is a ConfigError, not a ValueError from open()."""
+    with pytest.raises(ConfigError, match="cannot read: embedded null byte"):
+        load(Path("/etc/efa-guard/a\0b.toml"))
