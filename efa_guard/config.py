@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -10,6 +11,7 @@ from typing import Literal, cast
 
 from efa_guard.config_metrics import MetricsConfig, parse_metrics
 from efa_guard.errors import ConfigError
+from efa_guard.limits import DEFAULT_LIMITS, Limits, scan, show
 from efa_guard.policy import (
     FAMILIES,
     HOOKS,
@@ -24,6 +26,7 @@ from efa_guard.policy import (
     Protocol,
     Rule,
     Table,
+    contains,
     normalize,
     subtract,
 )
@@ -42,6 +45,7 @@ _RESERVED_CHAINS = frozenset(
     | {"MASQUERADE", "REDIRECT", "NFQUEUE", "CT", "NOTRACK", "TRACE", "AUDIT"}
     | {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 )
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _PORT_SPEC = re.compile(r"(\d{1,5})(?:\s*[-:]\s*(\d{1,5}))?")
 
 _TOP_KEYS = frozenset(
@@ -95,33 +99,51 @@ class Config:
     text: str = field(default="", compare=False, repr=False)  # the source, for last-known-good
 
 
-def load(path: Path) -> Config:
-    """Read and validate a config file; raise ConfigError naming what is wrong."""
+def load(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Config:
+    """Read and validate a config file; raise ConfigError naming what is wrong.
+
+    Time and memory are bounded by `limits` whatever the file holds: its size is checked
+    before it is read, and validation is linear in it. Safe to call off the enforcement thread.
+    """
     where = str(path)
+    too_big = f"larger than the limit of {limits.max_bytes} bytes"
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(where, "(file)", f"cannot read: {e.strerror or e}") from e
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size > limits.max_bytes:
+                raise ConfigError(where, "(file)", too_big)
+            raw = f.read(limits.max_bytes + 1)  # a pipe or /proc file has no size
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(where, "(file)", f"cannot read: {reason}") from e
+    if len(raw) > limits.max_bytes:
+        raise ConfigError(where, "(file)", too_big)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(where, "(file)", f"not UTF-8: {e}") from e
-    return parse(text, path=path)
+    return parse(text, path=path, limits=limits)
 
 
-def parse(text: str, *, path: Path) -> Config:
-    """Validate TOML text as a config."""
+def parse(text: str, *, path: Path, limits: Limits = DEFAULT_LIMITS) -> Config:
+    """Validate TOML text as a config, within `limits`."""
     where = str(path)
+    if len(text.encode("utf-8", "surrogatepass")) > limits.max_bytes:
+        raise ConfigError(where, "(file)", f"larger than the limit of {limits.max_bytes} bytes")
+    scan(text, where, limits)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise ConfigError(where, "(syntax)", f"invalid TOML: {e}") from e
-    return replace(_Validator(where).config(data, path), text=text)
+    except RecursionError as e:  # the scan bounds nesting far below this; kept as a backstop
+        raise ConfigError(where, "(syntax)", "invalid TOML: nested too deep") from e
+    return replace(_Validator(where, limits).config(data, path), text=text)
 
 
 class _Validator:
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, limits: Limits) -> None:
         self.where = where
+        self.limits = limits
+        self.rules = 0  # [[chain.rule]] tables seen so far, in all chains
 
     def fail(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.where, key, reason)
@@ -129,7 +151,8 @@ class _Validator:
     def keys(self, table: dict[str, object], allowed: frozenset[str], prefix: str) -> None:
         for key in table:
             if key not in allowed:
-                name = f"{prefix}.{key}" if prefix else key
+                shown = key if _BARE_KEY.fullmatch(key) else show(key)
+                name = f"{prefix}.{shown}" if prefix else shown
                 known = ", ".join(sorted(allowed))
                 raise self.fail(name, f"unknown key (known keys: {known})")
 
@@ -141,14 +164,24 @@ class _Validator:
     def string(self, value: object, key: str) -> str:
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string, got {_kind(value)}")
+        if len(value) > self.limits.max_string:
+            raise self.fail(key, f"longer than the limit of {self.limits.max_string} characters")
         return value
+
+    def array(self, value: object, key: str, limit: int, what: str) -> list[object] | None:
+        """The list under `key` (None when it is not a list), refused when above `limit`."""
+        if not isinstance(value, list):
+            return None
+        if len(value) > limit:
+            raise self.fail(key, f"{len(value)} {what}, more than the limit of {limit}")
+        return cast("list[object]", value)
 
     def interface(self, value: object, key: str) -> str:
         name = self.string(value, key)
         base = name.removesuffix("+")
         if not _IFNAME.fullmatch(base) or base in {".", ".."} or len(name) > 15:
             reason = (
-                f"invalid interface name {name!r}: 1-15 characters of letters, digits, "
+                f"invalid interface name {show(name)}: 1-15 characters of letters, digits, "
                 "'_', '.', '-', optionally ending in '+'"
             )
             raise self.fail(key, reason)
@@ -158,10 +191,12 @@ class _Validator:
         self.keys(data, _TOP_KEYS, "")
         backend = self.string(data.get("backend", "auto"), "backend")
         if backend not in BACKENDS:
-            raise self.fail("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
+            raise self.fail("backend", f"must be one of {', '.join(BACKENDS)}, got {show(backend)}")
         interface = self.interface(self.required(data, "interface", ""), "interface")
-        chains_raw = self.required(data, "chain", "")
-        if not isinstance(chains_raw, list) or not chains_raw:
+        chains_raw = self.array(
+            self.required(data, "chain", ""), "chain", self.limits.max_chains, "chains"
+        )
+        if not chains_raw:
             raise self.fail("chain", "expected one or more [[chain]] tables")
         chains = tuple(self.chain(c, f"chain[{i}]", interface) for i, c in enumerate(chains_raw))
         self.unique(chains)
@@ -189,7 +224,7 @@ class _Validator:
         out: list[Family] = []
         for i, item in enumerate(raw):
             if item not in FAMILIES:
-                raise self.fail(f"families[{i}]", f"must be ipv4 or ipv6, got {item!r}")
+                raise self.fail(f"families[{i}]", f"must be ipv4 or ipv6, got {_show(item)}")
             if item in out:
                 raise self.fail(f"families[{i}]", f"{item} is listed twice")
             out.append(cast("Family", item))
@@ -206,9 +241,9 @@ class _Validator:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.fail(name, f"expected a number, got {_kind(value)}")
             if kind is int and not isinstance(value, int):
-                raise self.fail(name, f"expected a whole number, got {value}")
+                raise self.fail(name, f"expected a whole number, got {_show(value)}")
             if not low <= value <= high:
-                raise self.fail(name, f"{value} is out of range {low:g}-{high:g}")
+                raise self.fail(name, f"{_show(value)} is out of range {low:g}-{high:g}")
             values[key] = kind(value)
         return Daemon(**values)  # type: ignore[arg-type]
 
@@ -238,32 +273,39 @@ class _Validator:
         if not _CHAIN.fullmatch(name) or name.upper() in _RESERVED_CHAINS:
             raise self.fail(
                 f"{prefix}.name",
-                f"invalid chain name {name!r}: 1-28 characters of letters, digits, '_', '-', "
+                f"invalid chain name {show(name)}: 1-28 characters of letters, digits, '_', '-', "
                 "starting with a letter, not a built-in chain or target",
             )
         if name.startswith("KUBE-"):
-            raise self.fail(f"{prefix}.name", f"{name!r}: KUBE-* chains belong to kube-proxy")
+            raise self.fail(f"{prefix}.name", f"{show(name)}: KUBE-* chains belong to kube-proxy")
         if name.isupper() and name.isalnum():
             # NFLOG, TEE, TPROXY, ...: iptables-nft refuses such a chain, and on legacy
             # `-j NAME` would mean the target, not the chain.
             raise self.fail(
                 f"{prefix}.name",
-                f"{name!r} could be taken for an iptables target; use a name with '_' or '-' "
+                f"{show(name)} could be taken for an iptables target; use a name with '_' or '-' "
                 "(like EFA_INPUT)",
             )
         table = self.string(self.required(raw, "table", prefix), f"{prefix}.table")
         if table not in HOOKS:
-            raise self.fail(f"{prefix}.table", f"must be one of {', '.join(HOOKS)}, got {table!r}")
+            raise self.fail(
+                f"{prefix}.table", f"must be one of {', '.join(HOOKS)}, got {show(table)}"
+            )
         hook = self.string(self.required(raw, "hook", prefix), f"{prefix}.hook")
         if hook not in HOOKS[table]:
             allowed = ", ".join(HOOKS[table])
             raise self.fail(
                 f"{prefix}.hook",
-                f"{hook!r} cannot hook a chain in table {table} (allowed: {allowed})",
+                f"{show(hook)} cannot hook a chain in table {table} (allowed: {allowed})",
             )
-        rules_raw = self.required(raw, "rule", prefix)
-        if not isinstance(rules_raw, list) or not rules_raw:
-            raise self.fail(f"{prefix}.rule", "expected one or more [[chain.rule]] tables")
+        key, limit = f"{prefix}.rule", self.limits.max_rules_per_chain
+        rules_raw = self.array(self.required(raw, "rule", prefix), key, limit, "rules")
+        if not rules_raw:
+            raise self.fail(key, "expected one or more [[chain.rule]] tables")
+        self.rules += len(rules_raw)
+        if self.rules > self.limits.max_rules:
+            reason = f"{self.rules} rules so far, more than the limit of {self.limits.max_rules}"
+            raise self.fail(key, reason)
         rules = tuple(
             self.rule(r, f"{prefix}.rule[{i}]", cast("Table", table), interface)
             for i, r in enumerate(rules_raw)
@@ -276,14 +318,15 @@ class _Validator:
         self.keys(raw, _RULE_KEYS, prefix)
         protocol = self.string(self.required(raw, "protocol", prefix), f"{prefix}.protocol")
         if protocol not in ("tcp", "udp"):
-            raise self.fail(f"{prefix}.protocol", f"must be tcp or udp, got {protocol!r}")
+            raise self.fail(f"{prefix}.protocol", f"must be tcp or udp, got {show(protocol)}")
         ports = self.ports(self.required(raw, "ports", prefix), f"{prefix}.ports")
         if not ports:
             raise self.fail(f"{prefix}.ports", "expected at least one port")
-        excepted = self.ports(raw.get("except", []), f"{prefix}.except")
-        for i, cut in enumerate(excepted):
-            if subtract((cut,), ports):
+        cuts = self.port_list(raw.get("except", []), f"{prefix}.except")
+        for i, cut in enumerate(cuts):
+            if not contains(ports, cut):
                 raise self.fail(f"{prefix}.except[{i}]", f"{cut} is not inside ports")
+        excepted = normalize(cuts)
         blocked = subtract(ports, excepted)
         if not blocked:
             raise self.fail(f"{prefix}.except", "excepts every port: the rule would match nothing")
@@ -303,9 +346,13 @@ class _Validator:
         )
 
     def ports(self, raw: object, key: str) -> tuple[PortRange, ...]:
-        if not isinstance(raw, list):
+        return normalize(self.port_list(raw, key))
+
+    def port_list(self, raw: object, key: str) -> list[PortRange]:
+        items = self.array(raw, key, self.limits.max_ports, "entries")
+        if items is None:
             raise self.fail(key, f"expected a list of ports, got {_kind(raw)}")
-        return normalize(self.port(item, f"{key}[{i}]") for i, item in enumerate(raw))
+        return [self.port(item, f"{key}[{i}]") for i, item in enumerate(items)]
 
     def port(self, item: object, key: str) -> PortRange:
         if isinstance(item, bool) or not isinstance(item, int | str):
@@ -313,9 +360,9 @@ class _Validator:
         if isinstance(item, int):
             first = last = item
         else:
-            m = _PORT_SPEC.fullmatch(item.strip())
+            m = _PORT_SPEC.fullmatch(item.strip()) if len(item) <= 32 else None
             if not m:
-                raise self.fail(key, f'invalid port {item!r}: expected N or "N-M"')
+                raise self.fail(key, f'invalid port {show(item)}: expected N or "N-M"')
             first = int(m.group(1))
             last = int(m.group(2)) if m.group(2) else first
         for p in (first, last):
@@ -324,6 +371,15 @@ class _Validator:
         if first > last:
             raise self.fail(key, f"range {first}-{last} is reversed")
         return PortRange(first, last)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return show(value)
+    if isinstance(value, list | dict):
+        return _kind(value)
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _kind(value: object) -> str:

@@ -34,6 +34,20 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes as they are (valid or not): "" when unreadable.
+
+    Reads at most the config size limit (plus one byte): a huge file hashes its head.
+    """
+    from efa_guard.limits import DEFAULT_LIMITS  # noqa: PLC0415
+
+    try:
+        with path.open("rb") as f:
+            return hashlib.sha256(f.read(DEFAULT_LIMITS.max_bytes + 1)).hexdigest()
+    except (OSError, ValueError):
+        return ""
+
+
 def save(text: str, origin: Path, directory: Path | None = None) -> bool:
     """Keep `text` as the last-known-good config; False when it cannot be written."""
     base = directory or state_dir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -52,32 +53,57 @@ class PortRange:
 
 
 def normalize(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
-    """Sort and merge overlapping or adjacent ranges."""
+    """Sort and merge overlapping or adjacent ranges (O(n log n))."""
     merged: list[PortRange] = []
-    for r in sorted(ranges):
-        if merged and r.first <= merged[-1].last + 1:
-            last = merged[-1]
-            merged[-1] = PortRange(last.first, max(last.last, r.last))
-        else:
-            merged.append(r)
+    first = last = -2
+    for r in sorted(ranges, key=_bounds):
+        if r.first <= last + 1:
+            last = max(last, r.last)
+            continue
+        if last >= MIN_PORT:
+            merged.append(PortRange(first, last))
+        first, last = r.first, r.last
+    if last >= MIN_PORT:
+        merged.append(PortRange(first, last))
     return tuple(merged)
 
 
+def _bounds(r: PortRange) -> tuple[int, int]:
+    return (r.first, r.last)
+
+
 def subtract(ranges: Iterable[PortRange], removed: Iterable[PortRange]) -> tuple[PortRange, ...]:
-    """The ports in `ranges` that are not in `removed`, normalized."""
-    result = list(normalize(ranges))
-    for cut in normalize(removed):
-        kept: list[PortRange] = []
-        for r in result:
-            if cut.last < r.first or cut.first > r.last:
-                kept.append(r)
-                continue
-            if r.first < cut.first:
-                kept.append(PortRange(r.first, cut.first - 1))
-            if cut.last < r.last:
-                kept.append(PortRange(cut.last + 1, r.last))
-        result = kept
-    return tuple(result)
+    """The ports in `ranges` that are not in `removed`, normalized (one sweep after sorting)."""
+    cuts = normalize(removed)
+    out: list[PortRange] = []
+    j = 0
+    for r in normalize(ranges):
+        while j < len(cuts) and cuts[j].last < r.first:
+            j += 1  # cuts wholly below r are below every later range too
+        first = r.first
+        k = j
+        while k < len(cuts) and cuts[k].first <= r.last:
+            cut = cuts[k]
+            if first < cut.first:
+                out.append(PortRange(first, cut.first - 1))
+            first = cut.last + 1
+            if cut.last >= r.last:
+                break  # this cut may reach into the next range: keep it
+            k += 1
+        if first <= r.last:
+            out.append(PortRange(first, r.last))
+        j = k
+    return tuple(out)
+
+
+def contains(ranges: tuple[PortRange, ...], part: PortRange) -> bool:
+    """Whether normalized `ranges` cover every port of `part` (binary search)."""
+    i = bisect.bisect_right(ranges, part.first, key=_first) - 1
+    return i >= 0 and ranges[i].last >= part.last
+
+
+def _first(r: PortRange) -> int:
+    return r.first
 
 
 MULTIPORT_SLOTS = 15

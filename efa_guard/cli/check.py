@@ -166,10 +166,7 @@ def _load(path: Path) -> tuple[configmod.Config, str, tuple[str, ...]]:
         found = lastgood.fallback(path)
         if found is None:
             raise
-        try:
-            digest = lastgood.sha256(path.read_bytes().decode("utf-8", "replace"))
-        except OSError:
-            digest = ""
+        digest = lastgood.file_sha256(path)
         warning = f"the config file is broken ({e}); checked against the {found.source} policy"
         return found.config, digest, (warning,)
     return cfg, lastgood.sha256(cfg.text), ()

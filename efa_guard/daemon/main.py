@@ -40,15 +40,9 @@ def load_or_fallback(path: Path) -> tuple[configmod.Config, Status, ConfigError 
         found = lastgood.fallback(path)
         if found is None:
             raise
-        rejected = {"path": e.path, "key": e.key, "reason": e.reason, "sha256": _sha(path)}
+        digest = lastgood.file_sha256(path)
+        rejected = {"path": e.path, "key": e.key, "reason": e.reason, "sha256": digest}
         return found.config, Status(source=found.source, rejected=rejected), e
-
-
-def _sha(path: Path) -> str:
-    try:
-        return lastgood.sha256(path.read_bytes().decode("utf-8", "replace"))
-    except OSError:
-        return ""
 
 
 def run(path: Path, log: Logger) -> int:

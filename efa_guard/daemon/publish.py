@@ -31,6 +31,15 @@ class Publisher:
     exposure: ExposureWatch | None = None
     telemetry: Telemetry | None = None
     started: float = field(default_factory=time.time)
+    _hashes: tuple[object, str, str] = (None, "", "")  # config, its text's and policy's SHA-256
+
+    def _config_hashes(self) -> tuple[str, str]:
+        """The running config's text and policy hashes, computed once per config."""
+        cfg = self.rec.config
+        if self._hashes[0] is not cfg:
+            text = sha256(cfg.text) if cfg.text else ""
+            self._hashes = (cfg, text, digest(desired_states(cfg.policy)))
+        return self._hashes[1], self._hashes[2]
 
     def publish(self, *, running: bool = True) -> None:
         """Write the state after each turn of the loop (a small file on tmpfs: ~0.1 ms)."""
@@ -49,6 +58,7 @@ class Publisher:
         """The state as a JSON-ready dict (schema 1, documented in efa-guard(8))."""
         rec, st, fights = self.rec, self.rec.status, self.rec.fights
         cfg = rec.config
+        text_sha, policy_sha = self._config_hashes()
         return {
             "schema": SCHEMA,
             "pid": os.getpid(),
@@ -57,10 +67,10 @@ class Publisher:
             "heartbeat": time.time(),
             "backend": rec.ipt.kind,
             "config_path": str(cfg.path),
-            "config_sha256": sha256(cfg.text) if cfg.text else "",
+            "config_sha256": text_sha,
             "config_source": st.source,
             "verified_sha256": st.verified_sha256,
-            "policy_sha256": digest(desired_states(cfg.policy)),
+            "policy_sha256": policy_sha,
             "policy_in_place": st.ready,
             "last_check": st.last_check,
             "last_correction": st.last_correction,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from efa_guard import config as configmod
 from efa_guard.errors import ConfigError
+from efa_guard.lastgood import file_sha256, sha256
 
 
 @dataclass(frozen=True)
@@ -37,20 +37,13 @@ def reload(old: configmod.Config) -> Reloaded:
     """Load the running config's file again; raise ConfigError naming what is wrong."""
     path = old.path
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(str(path), "(file)", f"cannot read: {e.strerror or e}") from e
-    digest = hashlib.sha256(raw).hexdigest()
-    try:
-        new = configmod.parse(raw.decode("utf-8"), path=path)
-    except UnicodeDecodeError as e:
-        raise ConfigError(str(path), "(file)", f"not UTF-8: {e}", sha256=digest) from e
+        new = configmod.load(path)
     except ConfigError as e:
-        e.sha256 = digest
+        e.sha256 = file_sha256(path)
         raise
     if new.backend != old.backend:
         msg = f"changing backend from {old.backend} to {new.backend} needs a restart"
-        raise ConfigError(str(path), "backend", msg, sha256=digest)
+        raise ConfigError(str(path), "backend", msg, sha256=sha256(new.text))
     dropped = sorted(
         {f"{c.table}/{c.name}" for c in old.policy.chains}
         - {f"{c.table}/{c.name}" for c in new.policy.chains}
