@@ -73,6 +73,14 @@ def families(events: list[Event]) -> frozenset[str] | None:
 
 
 def culprit(events: list[Event]) -> Event | None:
-    """The last event that names a process, if any."""
+    """The last event of the burst's label that names a process (else any that does).
+
+    A burst mixing a kube-proxy resync and someone's `iptables -D` is labelled by its most
+    telling trigger, and the culprit comes from the same kind of event, not from the other.
+    """
     named = [e for e in events if e.pid is not None or e.process]
-    return named[-1] if named else None
+    if not named:
+        return None
+    main = label(events)
+    same = [e for e in named if e.trigger is main]
+    return (same or named)[-1]

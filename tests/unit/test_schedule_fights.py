@@ -88,3 +88,17 @@ def test_a_fight_ends_after_a_quiet_window() -> None:
     assert ended.total == 2
     assert (ended.since, ended.last) == (100.0, 101.5)
     assert not f.contested
+
+
+def test_the_culprit_comes_from_the_labelled_transaction() -> None:
+    """A burst of kube-proxy and a plain tamper: label kube-proxy, culprit kube-proxy too."""
+    from efa_guard.events import culprit, label  # noqa: PLC0415
+
+    burst = [
+        Event(Trigger.KUBE_PROXY, pid=10, process="kube-proxy", at=1.0),
+        Event(Trigger.RULE_CHANGE, pid=20, process="iptables", at=1.1),
+    ]
+    assert label(burst) is Trigger.KUBE_PROXY
+    who = culprit(burst)
+    assert who is not None
+    assert who.process == "kube-proxy"
