@@ -130,7 +130,7 @@ def test_tamper_is_corrected_and_journaled(box: Container) -> None:
     assert float(entry["LATENCY_MS"]) > 0
     plain = box.run(["journalctl", "-u", "efa-guard", "--no-pager"]).stdout
     assert "drift corrected (rule-change by iptables[" in plain
-    history = json.loads(box.run(["efa-guard", "history", "--json"]).stdout)
+    history = json.loads(box.run(["efa-guard", "history", "--json"]).stdout)["events"]
     assert history[-1]["event"] == "drift_corrected"
     assert history[-1]["trigger"] == "rule-change"
 
@@ -185,7 +185,7 @@ def test_legacy_backend_under_the_hardened_unit(box: Container) -> None:
         box.run(["iptables-legacy", "-F", "EFA_INPUT"])
         wait_for("legacy policy back", lambda: check(box).returncode == 0, timeout=15)
         last = box.run(["efa-guard", "history", "--json"]).stdout
-        assert json.loads(last)[-1]["trigger"] in ("timer", "xtables-lock")
+        assert json.loads(last)["events"][-1]["trigger"] in ("timer", "xtables-lock")
     finally:
         box.run(["tee", config], input=original)
         box.run(["systemctl", "restart", "efa-guard"])
