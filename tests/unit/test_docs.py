@@ -84,6 +84,17 @@ def test_every_event_kind_is_documented_with_its_message_id() -> None:
         ), kind
 
 
+def test_history_defaults_are_documented() -> None:
+    """The event kinds `history` shows without --kind are the ones efa-guard(8) and README list."""
+    from efa_guard.history import EVENTS  # noqa: PLC0415
+
+    section = " ".join(sections(sections(roff(MAN8), "SH")["COMMANDS"], "SS")["history"].split())
+    readme = " ".join(README.read_text().split())
+    listed = ", ".join(EVENTS[:-1]) + f" and {EVENTS[-1]}"
+    assert f"By default it shows {listed}." in section
+    assert "By default `history` shows " + ", ".join(f"`{e}`" for e in EVENTS[:-1]) in readme
+
+
 def test_man8_names_every_environment_variable() -> None:
     """Every EFA_GUARD_* variable the code reads is under ENVIRONMENT in efa-guard(8)."""
     used = set()
