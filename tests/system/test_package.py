@@ -105,6 +105,20 @@ def test_installed_and_ready(box: Container) -> None:
     assert check(box).returncode == 0
 
 
+def test_docs_and_completion_are_installed(box: Container) -> None:
+    """Both man pages, the README and the examples are installed; the completion loads in bash."""
+    completion = "/usr/share/bash-completion/completions/efa-guard"
+    out = box.run(["bash", "-c", f"source {completion}; complete -p efa-guard"])
+    assert out.stdout.strip() == "complete -F _efa_guard efa-guard"
+    for path in (
+        "/usr/share/man/man8/efa-guard.8.gz",
+        "/usr/share/man/man5/efa-guard.toml.5.gz",
+        "/usr/share/doc/efa-guard/README.md.gz",
+        "/usr/share/doc/efa-guard/examples/sudoers-efa-guard",
+    ):
+        assert box.run(["test", "-f", path], check=False).returncode == 0, path
+
+
 def test_systemd_analyze_verify_is_clean(box: Container) -> None:
     """systemd-analyze verify of the installed unit prints nothing (it exits 0 on errors)."""
     out = box.run(["systemd-analyze", "verify", "efa-guard.service"], check=False)
