@@ -6,7 +6,7 @@ VENV        ?= .venv
 VENV_OLD    ?= .venv-bookworm
 APT_PACKAGES = iptables iproute2 nmap python3-venv systemd systemd-container debootstrap util-linux \
                nftables prometheus prometheus-node-exporter systemd-journal-remote \
-               libmonitoring-plugin-perl
+               libmonitoring-plugin-perl sudo
 # Debian bookworm's versions of our dependencies: the oldest generation we support.
 BOOKWORM_PINS = pyroute2==0.7.2 structlog==22.3.0 tenacity==8.2.1 watchdog==2.2.1 \
                 prometheus-client==0.16.0

@@ -736,7 +736,7 @@ class Demo:
             "history", "--since", since, "--kind", "drift_corrected", "--json", rc=0, show=False
         )
         try:
-            entries: list[dict[str, object]] = json.loads(proc.stdout)
+            entries: list[dict[str, object]] = json.loads(proc.stdout)["events"]
         except ValueError as exc:
             entries = []
             self.expect(False, "`efa-guard history --json` prints JSON", str(exc))  # noqa: FBT003

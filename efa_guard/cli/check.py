@@ -19,7 +19,15 @@ from efa_guard.cli.common import (
     log_retry_cli,
     open_backend,
 )
-from efa_guard.cli.report import CRITICAL, OK, SHOWN_IN_SUMMARY, UNKNOWN, WARNING, Report
+from efa_guard.cli.report import (
+    CRITICAL,
+    EXPOSURE_SCHEMA,
+    OK,
+    SHOWN_IN_SUMMARY,
+    UNKNOWN,
+    WARNING,
+    Report,
+)
 from efa_guard.enforce import Outcome, enforce, inspect
 from efa_guard.errors import (
     CommandError,
@@ -137,6 +145,7 @@ def cmd_exposure(args: argparse.Namespace) -> int:
     shown = visible(found)
     if args.json:
         doc = {
+            "schema": EXPOSURE_SCHEMA,
             "interface": cfg.interface,
             "backend": ipt.kind,
             "services": [f.as_dict() for f in found],

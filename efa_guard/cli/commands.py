@@ -9,7 +9,7 @@ import sys
 from efa_guard import config as configmod
 from efa_guard.catalog import EventKind
 from efa_guard.cli.common import log_retry_cli, open_backend
-from efa_guard.cli.report import CRITICAL, OK, UNKNOWN
+from efa_guard.cli.report import CRITICAL, HISTORY_SCHEMA, OK, UNKNOWN
 from efa_guard.enforce import enforce, inspect
 from efa_guard.errors import (
     CommandError,
@@ -112,7 +112,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN
     if args.json:
-        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        # An object, not a bare list, so that it can carry its schema version.
+        doc = {"schema": HISTORY_SCHEMA, "events": [e.as_dict() for e in entries]}
+        print(json.dumps(doc, indent=2))
     else:
         print(history.table(entries))
     return OK

@@ -224,9 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         "fallback configs, starts and stops) unless --kind says otherwise. Exit 3 if a "
         "journal directory or file does not exist.",
     )
-    hist.add_argument("--since", help="as journalctl --since: '1 hour ago', 'today', a date")
     hist.add_argument(
-        "--directory", type=Path, help="read the journal files in DIR (a collector's)"
+        "--since", metavar="WHEN", help="as journalctl --since: '1 hour ago', 'today', a date"
+    )
+    hist.add_argument(
+        "--directory",
+        type=Path,
+        metavar="DIR",
+        help="read the journal files in DIR (a collector's)",
     )
     hist.add_argument(
         "--file", action="append", metavar="FILE", help="read this journal file (repeatable)"
@@ -238,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         action="append",
         choices=[k.value for k in EventKind],
-        help="only this event kind (repeatable)",
+        metavar="KIND",
+        help="only this event kind (repeatable; default: corrections, failures, fights, "
+        "rejected and fallback configs, stops): " + ", ".join(k.value for k in EventKind),
     )
     hist.add_argument("--json", action="store_true", help="machine-readable")
     return parser

@@ -283,7 +283,7 @@ def test_history_tells_the_story(daemon: GuardDaemon) -> None:
     tamper_and_expect(daemon, ["-F", "EFA_INPUT"])
     out = daemon.guard.efa("history", "--json")
     assert out.returncode == 0, out.stderr
-    mine = [e for e in json.loads(out.stdout) if e["pid"] == daemon.pid]
+    mine = [e for e in json.loads(out.stdout)["events"] if e["pid"] == daemon.pid]
     assert [e["event"] for e in mine] == ["drift_corrected"]
     assert mine[0]["latency_ms"] > 0
     assert "rule 1 missing" in " ".join(mine[0]["drift"])

@@ -103,7 +103,7 @@ def history(*args: str) -> subprocess.CompletedProcess[str]:
 def events(proc: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
     """(host, event) of each JSON entry, in order."""
     assert proc.returncode == 0, proc.stderr
-    return [(e["host"], e["event"]) for e in json.loads(proc.stdout)]
+    return [(e["host"], e["event"]) for e in json.loads(proc.stdout)["events"]]
 
 
 def test_a_collector_directory_shows_every_node_in_time_order(collector: Path) -> None:
@@ -153,7 +153,7 @@ def test_json_carries_host_and_culprit(collector: Path) -> None:
     """The JSON form of a fight names the host, trigger and culprit."""
     proc = history("--directory", str(collector), "--kind", "contested", "--json")
     assert proc.returncode == 0, proc.stderr
-    [entry] = json.loads(proc.stdout)
+    [entry] = json.loads(proc.stdout)["events"]
     assert (entry["host"], entry["trigger"], entry["culprit"]) == (
         "node2",
         "kube-proxy",

@@ -107,6 +107,20 @@ def test_installed_and_ready(box: Container) -> None:
     assert check(box).returncode == 0
 
 
+def test_docs_and_completion_are_installed(box: Container) -> None:
+    """Both man pages, the README and the examples are installed; the completion loads in bash."""
+    completion = "/usr/share/bash-completion/completions/efa-guard"
+    out = box.run(["bash", "-c", f"source {completion}; complete -p efa-guard"])
+    assert out.stdout.strip() == "complete -F _efa_guard efa-guard"
+    for path in (
+        "/usr/share/man/man8/efa-guard.8.gz",
+        "/usr/share/man/man5/efa-guard.toml.5.gz",
+        "/usr/share/doc/efa-guard/README.md.gz",
+        "/usr/share/doc/efa-guard/examples/sudoers-efa-guard",
+    ):
+        assert box.run(["test", "-f", path], check=False).returncode == 0, path
+
+
 def test_systemd_analyze_verify_is_clean(box: Container) -> None:
     """systemd-analyze verify of the installed unit prints nothing (it exits 0 on errors)."""
     out = box.run(["systemd-analyze", "verify", "efa-guard.service"], check=False)
@@ -132,7 +146,7 @@ def test_tamper_is_corrected_and_journaled(box: Container) -> None:
     assert float(entry["LATENCY_MS"]) > 0
     plain = box.run(["journalctl", "-u", "efa-guard", "--no-pager"]).stdout
     assert "drift corrected (rule-change by iptables[" in plain
-    history = json.loads(box.run(["efa-guard", "history", "--json"]).stdout)
+    history = json.loads(box.run(["efa-guard", "history", "--json"]).stdout)["events"]
     assert history[-1]["event"] == "drift_corrected"
     assert history[-1]["trigger"] == "rule-change"
 
@@ -187,7 +201,7 @@ def test_legacy_backend_under_the_hardened_unit(box: Container) -> None:
         box.run(["iptables-legacy", "-F", "EFA_INPUT"])
         wait_for("legacy policy back", lambda: check(box).returncode == 0, timeout=15)
         last = box.run(["efa-guard", "history", "--json"]).stdout
-        assert json.loads(last)[-1]["trigger"] in ("timer", "xtables-lock")
+        assert json.loads(last)["events"][-1]["trigger"] in ("timer", "xtables-lock")
     finally:
         box.run(["tee", config], input=original)
         box.run(["systemctl", "restart", "efa-guard"])
