@@ -147,6 +147,7 @@ class Reconciler:
     def _check(self, events: list[Event]) -> None:
         self.status.counts.checks += 1
         self.status.last_check = time.time()
+        cpu = _cpu()  # a fight's cost is the whole check: reads, restore and read-back
         policy = self._scope(events)
         try:
             insp = inspect(self.ipt, policy)
@@ -155,21 +156,21 @@ class Reconciler:
                 # One family's tools failing (ip6tables on a host without IPv6) must not
                 # stop the other family from being enforced.
                 for family in policy.families:
-                    self._check_policy(events, replace(policy, families=(family,)))
+                    self._check_policy(events, replace(policy, families=(family,)), cpu)
                 return
             self._failed(events, e, stage="read")
             return
-        self._checked(events, policy, insp)
+        self._checked(events, policy, insp, cpu)
 
-    def _check_policy(self, events: list[Event], policy: Policy) -> None:
+    def _check_policy(self, events: list[Event], policy: Policy, cpu: float) -> None:
         try:
             insp = inspect(self.ipt, policy)
         except Exception as e:  # noqa: BLE001 - logged with its evidence, retried later
             self._failed(events, e, stage=f"read {'+'.join(policy.families)}")
             return
-        self._checked(events, policy, insp)
+        self._checked(events, policy, insp, cpu)
 
-    def _checked(self, events: list[Event], policy: Policy, insp: Inspection) -> None:
+    def _checked(self, events: list[Event], policy: Policy, insp: Inspection, cpu: float) -> None:
         trigger = label(events)
         self.report.checked(insp)
         if self.schedule.pause is not None:
@@ -183,7 +184,6 @@ class Reconciler:
             if ended is not None:
                 self.report.contest_ended(ended)
             return
-        cpu = _cpu()
         try:
             outcome = enforce(self.ipt, policy, on_retry=self._retry, seen=insp)
         except Exception as e:  # noqa: BLE001 - logged with its evidence, retried later
