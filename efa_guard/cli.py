@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from efa_guard import config as configmod
+from efa_guard.backends import choose, other_backend_rules
 from efa_guard.catalog import EventKind
 from efa_guard.enforce import Inspection, Outcome, enforce, inspect, log_retry
 from efa_guard.errors import (
@@ -19,11 +20,12 @@ from efa_guard.errors import (
     EfaGuardError,
     IptablesMissingError,
     PrivilegeError,
+    ReadError,
     VerifyError,
 )
 from efa_guard.exposure import Finding, prefetch, survey, visible
 from efa_guard.exposure import table as exposure_table
-from efa_guard.iptables import Iptables, choose
+from efa_guard.iptables import Iptables
 from efa_guard.log import LOG_FORMATS
 from efa_guard.render import restore_text
 from efa_guard.rundir import read_backend
@@ -121,7 +123,7 @@ def _check_report(
         "corrected": bool(outcome and outcome.changed),
     }
     shown, survey_warning = _exposed(cfg, ipt) if exposure else ([], ())
-    warnings += survey_warning + _missing_interfaces(cfg)
+    warnings += survey_warning + _missing_interfaces(cfg) + ipt.notes() + _other_backend(cfg, ipt)
     data["warnings"] = list(warnings)
     data["exposed"] = [f.as_dict() for f in shown]
     perf = f" | drift={len(insp.drifts)};;1 chains={n} exposed={len(shown)};1"
@@ -149,6 +151,15 @@ def _check_report(
         return Report(WARNING, summary + perf, details, data)
     summary = f"{len(insp.drifts)} drift(s) on {ipt.kind}: {_drift_summary(insp)}"
     return Report(CRITICAL, summary + perf, details, data)
+
+
+def _other_backend(cfg: configmod.Config, ipt: Iptables) -> tuple[str, ...]:
+    """Rules in the other backend's inbound chains: the kernel evaluates them too."""
+    try:
+        found = other_backend_rules(ipt.kind, cfg.policy.families)
+    except EfaGuardError as e:
+        return (f"cannot read the other iptables backend: {e}",)
+    return tuple(f"rules outside the enforced {ipt.kind} backend: {x}" for x in found)
 
 
 def _missing_interfaces(cfg: configmod.Config) -> tuple[str, ...]:
@@ -182,7 +193,7 @@ def cmd_exposure(args: argparse.Namespace) -> int:
     except (ConfigError, IptablesMissingError, PrivilegeError, OSError) as e:
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN
-    except CommandError as e:
+    except EfaGuardError as e:
         print(f"efa-guard: cannot read iptables: {e}", file=sys.stderr)
         return UNKNOWN
     shown = visible(found)
@@ -214,6 +225,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = _check_report(cfg, ipt, warnings, fix=args.fix, exposure=not args.no_exposure)
     except (ConfigError, IptablesMissingError, PrivilegeError) as e:
         report = Report(UNKNOWN, str(e), data={"error": str(e), "config": str(args.config)})
+    except ReadError as e:
+        what = f"cannot read iptables: {e}"
+        report = Report(UNKNOWN, what, data={"error": str(e), **_evidence(e)})
     except (CommandError, VerifyError) as e:
         code = CRITICAL if args.fix else UNKNOWN
         what = "could not correct drift" if args.fix else "cannot read iptables"
@@ -241,6 +255,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         outcome = enforce(ipt, cfg.policy, on_retry=_log_retry)
     except (ConfigError, IptablesMissingError, PrivilegeError) as e:
         print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+    except ReadError as e:
+        print(f"efa-guard: cannot read iptables: {e}", file=sys.stderr)
         return UNKNOWN
     except (CommandError, VerifyError) as e:
         print(f"efa-guard: could not assert the policy: {e}", file=sys.stderr)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from efa_guard import config as configmod
+from efa_guard.backends import choose
 from efa_guard.catalog import EventKind
 from efa_guard.events import Event, Trigger
-from efa_guard.iptables import Iptables, choose
+from efa_guard.iptables import Iptables
 from efa_guard.notify import Notifier
 from efa_guard.reconcile import Reconciler
 from efa_guard.rundir import clear_backend, write_backend

@@ -68,3 +68,41 @@ def observe(
         jumps=jumps_to(hook_rules, chain.name),
         family=family,
     )
+
+
+def save_listings(text: str, table: str) -> dict[str, str]:
+    """`iptables-save -t TABLE` text -> every chain's listing as `iptables -S CHAIN` prints it.
+
+    A legacy table is copied from the kernel in one step: all chains read from one save are
+    one consistent state. Output without the table's header or COMMIT is not trusted.
+    """
+    heads: dict[str, str] = {}
+    rules: dict[str, list[str]] = {}
+    started = committed = False
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line == f"*{table}" and not started:
+            started = True
+        elif not started or committed:
+            msg = f"unexpected line outside table {table} in iptables-save output: {line!r}"
+            raise ParseError(msg)
+        elif line == "COMMIT":
+            committed = True
+        elif line.startswith(":"):
+            name, policy, *_ = line[1:].split()
+            heads[name] = f"-N {name}" if policy == "-" else f"-P {name} {policy}"
+            rules[name] = []
+        elif line.startswith("-A "):
+            name = line.split(maxsplit=2)[1]
+            if name not in rules:
+                msg = f"rule of undeclared chain {name} in iptables-save output: {line!r}"
+                raise ParseError(msg)
+            rules[name].append(line)
+        else:
+            msg = f"unexpected line in iptables-save output of table {table}: {line!r}"
+            raise ParseError(msg)
+    if not committed:
+        msg = f"iptables-save printed no complete table {table} (empty or cut short)"
+        raise ParseError(msg)
+    return {name: "\n".join([head, *rules[name]]) + "\n" for name, head in heads.items()}
