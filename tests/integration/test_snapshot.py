@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from support import Guard
+from sandbox import Sandbox
+from support import Guard, write_config
 
 # Two states of EFA_INPUT and the INPUT jump, each written in one iptables-restore.
 STATES = {
@@ -74,3 +76,32 @@ def test_concurrent_writer_never_yields_a_torn_state(guard: Guard) -> None:
     assert seen <= written, f"torn reads: {seen - written}"
     assert sum(result["seen"].values()) >= 100, result["unstable"]  # most reads succeed
     assert len(seen) == 2
+
+
+LISTS = """
+import json, sys
+from efa_guard.iptables import Iptables
+keys = [tuple(k) for k in json.loads(sys.argv[1])]
+print(json.dumps(Iptables("legacy").list_many(keys)))
+"""
+
+
+def test_legacy_table_reads_match_dash_s(box: Sandbox, tmp_path: Path) -> None:
+    """Every chain parsed from one iptables-legacy-save equals `iptables-legacy -S CHAIN`."""
+    guard = Guard(box, "legacy", write_config(tmp_path / "g.toml", "legacy"))
+    assert guard.efa("apply").returncode == 0
+    box.add_foreign_rules(iptables="iptables-legacy")
+    box.add_nodeport(iptables="iptables-legacy")
+    box.add_nodeport6(ip6tables="ip6tables-legacy")
+    expected: dict[tuple[str, str, str], str] = {}
+    for family, tool in (("ipv4", "iptables-legacy"), ("ipv6", "ip6tables-legacy")):
+        for table in ("filter", "raw", "nat", "mangle"):
+            for line in box.run([tool, "-t", table, "-S"]).stdout.splitlines():
+                if line.startswith(("-N ", "-P ")):
+                    chain = line.split()[1]
+                    listing = box.run([tool, "-t", table, "-S", chain]).stdout
+                    expected[(family, table, chain)] = listing
+    keys = [*expected, ("ipv4", "filter", "NO-SUCH-CHAIN")]
+    got = json.loads(box.run([sys.executable, "-c", LISTS, json.dumps(keys)]).stdout)
+    assert got == [*expected.values(), None]
+    assert any("KUBE-NODEPORTS" in k for k in expected)  # the walk saw kube-proxy's chains
