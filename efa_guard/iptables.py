@@ -68,6 +68,8 @@ class Unprintable:
         shown = c.describe(ahead) if ahead else c.describe()
         if jump is not None and not ahead:
             where = f"behind the jump at position {jump}"
+        if not shown:
+            shown = f"none told apart from iptables' own: see nft list chain {c.family} {c.table}"
         return (
             f"{c.family} {c.table} {c.name} holds nft-native rules iptables cannot print "
             f"({shown}), {where} (iptables: {self.iptables_stderr})"

@@ -27,6 +27,7 @@ class NftRule:
     text: str  # a compact rendering of nft's expressions
     target: str | None  # X for a plain `[counter] jump|goto X`
     goto: bool = False
+    xt: bool = False  # uses an iptables extension (xt match or target): iptables wrote it
 
     @property
     def plain(self) -> bool:
@@ -57,8 +58,8 @@ class NftChain:
         return f"{line} -j {verdict}" if verdict else line
 
     def foreign(self) -> tuple[NftRule, ...]:
-        """The rules iptables-nft did not write."""
-        return tuple(r for r in self.rules if not r.plain)
+        """The rules iptables-nft surely did not write: neither a plain jump nor an xt rule."""
+        return tuple(r for r in self.rules if not r.plain and not r.xt)
 
     def describe(self, rules: tuple[NftRule, ...] | None = None) -> str:
         """`position 1: ct state == established accept (handle 6)`, joined."""
@@ -84,7 +85,8 @@ def parse_chain(text: str, family: str, table: str, name: str) -> NftChain:
             exprs = rule.get("expr", [])
             target, goto = _plain_jump(exprs)
             text_ = " ".join(_render(e) for e in exprs)
-            rules.append(NftRule(len(rules) + 1, int(rule["handle"]), text_, target, goto))
+            xt = any("xt" in e for e in exprs)
+            rules.append(NftRule(len(rules) + 1, int(rule["handle"]), text_, target, goto, xt))
     return NftChain(family, table, name, policy, tuple(rules))
 
 

@@ -113,3 +113,10 @@ def test_getgen_request_is_one_nfnetlink_message() -> None:
     msg = request()
     length, kind, flags, _seq, _pid = struct.unpack_from("=IHHII", msg)
     assert (length, kind, flags, len(msg)) == (20, (10 << 8) | 16, 1, 20)
+
+
+def test_nft_rule_with_an_iptables_extension_is_not_named_foreign() -> None:
+    """A rule using an xt match was written by iptables: only the nft-native rule is named."""
+    xt: dict[str, object] = {"xt": {"type": "match", "name": "conntrack"}}
+    chain = parse_chain(_nft([xt, {"drop": None}], [CT, {"accept": None}]), "ip", "filter", "INPUT")
+    assert [r.position for r in chain.foreign()] == [2]
