@@ -22,7 +22,7 @@ from efa_guard.errors import (
     ReadError,
     UnstableReadError,
 )
-from efa_guard.nftchain import NftChain, NftParseError, parse_chain
+from efa_guard.nftchain import NftChain, NftParseError, move_jumps, parse_chain
 from efa_guard.nftgen import generation
 from efa_guard.observe import ParseError, observe, save_listings
 from efa_guard.plan import Transaction
@@ -298,25 +298,55 @@ class Iptables:
         return tuple(states)
 
     def restore(self, txn: Transaction) -> None:
-        """Apply one table's transaction atomically with iptables-restore --noflush."""
+        """Apply one table's transaction atomically with iptables-restore --noflush.
+
+        On nft, jumps in a hook chain iptables cannot change (foreign nft-native rules) are
+        moved by one nft script instead, after the rest: see nftchain.move_jumps.
+        """
+        hooks = {
+            chain: u.chain
+            for (f, t, chain), u in self.unprintable.items()
+            if (f, t) == (txn.family, txn.table) and u.chain.policy is not None
+        }
+        split = move_jumps(txn.text, hooks) if hooks and which("nft") else None
+        if split is None:
+            self._restore(txn, txn.text)
+            return
+        rest, script = split
+        if rest.strip() != f"*{txn.table}\nCOMMIT":
+            self._restore(txn, rest)
+        self._nft_script(script)
+
+    def _restore(self, txn: Transaction, text: str) -> None:
         tool = self.binary("iptables-restore", txn.family)
         argv = [tool, "--noflush", f"--wait={self.wait_seconds}"]
         proc = self._spawn(argv, stdin=True)
-        out, err = self._wait(proc, txn.text)
+        out, err = self._wait(proc, text)
         rc = proc.returncode
         if rc == 0:
             return
         _raise_for_privilege(argv, rc, out, err)
-        if _is_race(rc, err, txn.text):
-            raise ConcurrentChangeError(argv, rc, out, err, txn.text)
+        if _is_race(rc, err, text):
+            raise ConcurrentChangeError(argv, rc, out, err, text)
         foreign = [
             u for (f, t, _), u in self.unprintable.items() if (f, t) == (txn.family, txn.table)
         ]
         if foreign:
             cause = "; ".join(u.describe() for u in foreign)
             msg = f"{cause}; so iptables cannot make the change: {err.strip()}"
-            raise ForeignRuleError(argv, rc, out, msg, txn.text)
-        raise CommandError(argv, rc, out, err, txn.text)
+            raise ForeignRuleError(argv, rc, out, msg, text)
+        raise CommandError(argv, rc, out, err, text)
+
+    def _nft_script(self, script: str) -> None:
+        argv = [which("nft") or "nft", "-f", "-"]
+        proc = self._spawn(argv, stdin=True)
+        out, err = self._wait(proc, script)
+        if proc.returncode == 0:
+            return
+        _raise_for_privilege(argv, proc.returncode, out, err)
+        if "No such file or directory" in err:  # a jump we delete by handle is gone
+            raise ConcurrentChangeError(argv, proc.returncode, out, err, script)
+        raise CommandError(argv, proc.returncode, out, err, script)
 
     def _spawn(
         self, argv: Sequence[str], *, stdin: bool = False, slot: int = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+_INSERT_WORDS = 5  # -I HOOK 1 -j CHAIN
 _VERDICTS = {"accept": "ACCEPT", "drop": "DROP", "return": "RETURN"}
 
 
@@ -48,9 +49,10 @@ class NftChain:
     def listing(self) -> str:
         """The chain as `iptables -S CHAIN` would print it, foreign rules marked."""
         head = f"-P {self.name} {self.policy}" if self.policy else f"-N {self.name}"
-        return "\n".join([head, *(self._line(r) for r in self.rules)]) + "\n"
+        return "\n".join([head, *(self.line(r) for r in self.rules)]) + "\n"
 
-    def _line(self, rule: NftRule) -> str:
+    def line(self, rule: NftRule) -> str:
+        """One rule as `iptables -S` prints it (foreign rules marked)."""
         if rule.target is not None:
             return f"-A {self.name} {'-g' if rule.goto else '-j'} {rule.target}"
         line = f"-A {self.name} -m nft-native --nft-handle {rule.handle}"
@@ -126,3 +128,38 @@ def _value(value: object) -> str:
     if isinstance(value, list):
         return "{ " + ", ".join(_value(v) for v in value) + " }"
     return str(value).replace('"', "").replace("'", "")
+
+
+def move_jumps(text: str, hooks: dict[str, NftChain]) -> tuple[str, str] | None:
+    """Split a restore transaction for hook chains iptables cannot change, or None.
+
+    iptables-nft-restore cannot delete a rule in a chain holding rules it cannot parse
+    ("Parsing nftables rule failed"), but nft can, by handle. The `-D HOOK` / `-I HOOK 1 -j X`
+    lines of `hooks` become one nft script: insert the jump at the head, delete the old
+    jumps by the handles read in the same snapshot (a vanished handle fails the whole
+    script: nothing half-done). Returns (the rest for iptables-restore, the nft script);
+    None when a deleted jump cannot be matched to a handle.
+    """
+    rest: list[str] = []
+    inserts: list[str] = []
+    deletes: list[str] = []
+    taken: set[int] = set()
+    for line in text.splitlines():
+        words = line.split()
+        hook = hooks.get(words[1]) if len(words) > 1 and words[0] in ("-D", "-I") else None
+        if hook is None:
+            rest.append(line)
+            continue
+        where = f"{hook.family} {hook.table} {hook.name}"
+        if words[0] == "-I" and words[2:4] == ["1", "-j"] and len(words) == _INSERT_WORDS:
+            inserts.append(f"insert rule {where} counter jump {words[4]}")
+            continue
+        wanted = "-A" + line.removeprefix("-D")
+        found = next(
+            (r for r in hook.rules if r.handle not in taken and hook.line(r) == wanted), None
+        )
+        if found is None or words[0] != "-D":
+            return None
+        taken.add(found.handle)
+        deletes.append(f"delete rule {where} handle {found.handle}")
+    return "\n".join(rest) + "\n", "\n".join([*inserts, *deletes]) + "\n"

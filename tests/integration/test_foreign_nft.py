@@ -17,23 +17,41 @@ def nft_guard(guard: Guard) -> Guard:
     return guard
 
 
-def test_foreign_rule_ahead_of_the_jump_is_critical_with_its_cause(nft_guard: Guard) -> None:
-    """An nft-native rule ahead of our jump: check and apply are CRITICAL naming it; no change."""
+def test_foreign_rule_ahead_of_the_jump_is_critical_then_corrected(nft_guard: Guard) -> None:
+    """An nft-native rule ahead of our jump: check is CRITICAL naming it; apply moves the jump."""
     nft_guard.box.run(FOREIGN)
-    before = nft_guard.box.run(["nft", "list", "ruleset"]).stdout
     check = nft_guard.efa("check", "--no-exposure")
     assert check.returncode == 2, check.stdout
     assert check.stdout.startswith("EFA-GUARD CRITICAL - ")
-    assert "jump" in check.stdout.splitlines()[0]
+    assert "jump at position 2, not first" in check.stdout.splitlines()[0]
     assert "ip filter INPUT holds nft-native rules iptables cannot print" in check.stdout
     assert "(position 1: ct state" in check.stdout
     assert "ahead of the jump at position 2" in check.stdout
     assert "incompatible, use 'nft' tool" in check.stdout  # iptables' own words
     apply = nft_guard.efa("apply")
-    assert apply.returncode == 2, apply.stderr
-    assert "position 1: ct state" in apply.stderr
-    assert "Parsing nftables rule failed" in apply.stderr  # iptables-nft-restore's own words
-    assert nft_guard.box.run(["nft", "list", "ruleset"]).stdout == before
+    assert apply.returncode == 0, apply.stderr
+    assert "corrected: ipv4 filter/EFA_INPUT: jump at position 2, not first" in apply.stdout
+    listing = nft_guard.box.run(["nft", "list", "chain", "ip", "filter", "INPUT"]).stdout
+    rules = [ln.strip() for ln in listing.splitlines() if ln.endswith(("accept", "EFA_INPUT"))]
+    assert rules[0].endswith("jump EFA_INPUT")
+    assert rules[1] == "ct state established accept"  # the foreign rule is kept, behind us
+    assert len([r for r in rules if "jump EFA_INPUT" in r]) == 1
+    after = nft_guard.efa("check", "--no-exposure")
+    assert after.returncode == 1, after.stdout
+    assert "behind the jump at position 1" in after.stdout
+
+
+def test_jump_moved_by_nft_reads_back_as_iptables_wrote_it(nft_guard: Guard) -> None:
+    """Once the foreign rule is gone, iptables prints the jump nft inserted: check is OK."""
+    nft_guard.box.run(FOREIGN)
+    assert nft_guard.efa("apply").returncode == 0
+    listing = nft_guard.box.run(["nft", "-a", "list", "chain", "ip", "filter", "INPUT"]).stdout
+    handle = next(ln.split()[-1] for ln in listing.splitlines() if "ct state" in ln)
+    nft_guard.box.run(["nft", "delete", "rule", "ip", "filter", "INPUT", "handle", handle])
+    assert nft_guard.ipt("-S", "INPUT").splitlines()[1] == "-A INPUT -j EFA_INPUT"
+    check = nft_guard.efa("check", "--no-exposure")
+    assert "policy in place" in check.stdout
+    assert "nft-native" not in check.stdout
 
 
 def test_foreign_rule_behind_the_jump_is_a_warning(nft_guard: Guard) -> None:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from efa_guard.nftchain import NftParseError, parse_chain
+from efa_guard.nftchain import NftParseError, move_jumps, parse_chain
 from efa_guard.nftgen import parse, request
 from efa_guard.observe import ParseError, save_listings
 
@@ -120,3 +120,22 @@ def test_nft_rule_with_an_iptables_extension_is_not_named_foreign() -> None:
     xt: dict[str, object] = {"xt": {"type": "match", "name": "conntrack"}}
     chain = parse_chain(_nft([xt, {"drop": None}], [CT, {"accept": None}]), "ip", "filter", "INPUT")
     assert [r.position for r in chain.foreign()] == [2]
+
+
+def test_move_jumps_turns_hook_lines_into_one_nft_script() -> None:
+    """-D/-I of a hook iptables cannot change become insert + delete by handle; the rest stays."""
+    hook = parse_chain(_nft([CT, {"accept": None}], JUMP), "ip", "filter", "INPUT")
+    text = (
+        "*filter\n:EFA_INPUT - [0:0]\n-A EFA_INPUT -j DROP\n"
+        "-D INPUT -j EFA_INPUT\n-I INPUT 1 -j EFA_INPUT\nCOMMIT\n"
+    )
+    split = move_jumps(text, {"INPUT": hook})
+    script = "insert rule ip filter INPUT counter jump EFA_INPUT\n"
+    script += "delete rule ip filter INPUT handle 11\n"
+    assert split == ("*filter\n:EFA_INPUT - [0:0]\n-A EFA_INPUT -j DROP\nCOMMIT\n", script)
+
+
+def test_move_jumps_gives_up_on_a_jump_it_cannot_find() -> None:
+    """A deleted jump with no matching rule in the snapshot: no script (the caller reports)."""
+    hook = parse_chain(_nft([CT, {"accept": None}]), "ip", "filter", "INPUT")
+    assert move_jumps("*filter\n-D INPUT -j EFA_INPUT\nCOMMIT\n", {"INPUT": hook}) is None
