@@ -133,6 +133,10 @@ class Iptables:
     unprintable: dict[Key, Unprintable] = field(default_factory=dict, repr=False)
     _paths: dict[str, str] = field(default_factory=dict, repr=False)
     _generation_read: int | None = field(default=None, repr=False)  # the memo's generation
+    # legacy: the memo these sets describe, its tables read whole, and those read by one -S
+    _legacy_of: Memo | None = field(default=None, repr=False)
+    _legacy_whole: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _legacy_part: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def binary(
         self,
@@ -164,16 +168,14 @@ class Iptables:
         """`-S` listings of (family, table, chain), one consistent snapshot; None if missing.
 
         nft: the chains are listed concurrently, between two reads of the ruleset generation;
-        when it moved, everything is read again (bounded), else UnstableReadError. legacy:
-        one `iptables-legacy-save -t TABLE` per family and table, every chain parsed from it.
+        when it moved, everything is read again (bounded), else UnstableReadError. legacy: the
+        kernel hands out a table in one consistent copy; see `_read_legacy`.
         With a `memo` (one-shot commands) nothing is read twice, and the memo stays one
         snapshot (nft: a later batch that sees a newer generation re-reads the memo too).
         """
         memo = self.memo if self.memo is not None else {}
         if self.kind == "legacy":
-            done = {k[:2] for k in memo}  # a table read once is in the memo whole
-            tables = list(dict.fromkeys(r[:2] for r in requests if r[:2] not in done))
-            memo.update(self._save_tables(tables))
+            self._read_legacy(memo, requests)
             return [memo.get(r) for r in requests]
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
         if todo:
@@ -251,21 +253,46 @@ class Iptables:
         self.unprintable[key] = Unprintable(parsed, iptables_err.strip())
         return parsed.listing()
 
-    def _save_tables(self, tables: list[tuple[str, str]]) -> Memo:
-        argvs = [[self.binary("iptables-save", f), "-t", t] for f, t in tables]
+    def _read_legacy(self, memo: Memo, requests: Sequence[Key]) -> None:
+        """Each process reads one table in one consistent copy; never a table twice per batch.
+
+        Two or more chains of a table, or a table this memo already read a chain of: one
+        `iptables-legacy-save -t TABLE`, every chain taken from it (later requests are free).
+        A single chain: `-S CHAIN`, which copies the table too but prints only that chain
+        (measured at 50k rules: the save of kube-proxy's nat table and parsing it cost more
+        than the -S of KUBE-NODEPORTS the check needs).
+        """
+        if self._legacy_of is not memo:
+            self._legacy_of, self._legacy_whole, self._legacy_part = memo, set(), set()
+        whole, part = self._legacy_whole, self._legacy_part
+        groups: dict[tuple[str, str], list[Key]] = {}
+        for r in dict.fromkeys(requests):
+            if r not in memo and r[:2] not in whole:
+                groups.setdefault(r[:2], []).append(r)
+        saves = [t for t, keys in groups.items() if len(keys) > 1 or t in part]
+        singles = [keys[0] for t, keys in groups.items() if t not in saves]
+        argvs = [[self.binary("iptables-save", f), "-t", t] for f, t in saves]
+        argvs += [self._argv(t, "-S", c, family=f) for f, t, c in singles]
         procs = [(argv, self._spawn(argv, slot=i)) for i, argv in enumerate(argvs)]
-        out: Memo = {}
-        for (family, table), (argv, proc) in zip(tables, procs, strict=True):
+        for key, (argv, proc) in zip([*saves, *singles], procs, strict=True):
             stdout, err = self._wait(proc)
-            _raise_for_privilege(argv, proc.returncode, stdout, err)
-            if proc.returncode != 0:
-                raise ReadCommandError(argv, proc.returncode, stdout, err)
-            try:
-                chains = save_listings(stdout, table)
-            except ParseError as e:
-                raise ReadCommandError(argv, 0, stdout, f"{err.strip()} {e}".strip()) from e
-            out.update({(family, table, c): text for c, text in chains.items()})
-        return out
+            rc = proc.returncode
+            _raise_for_privilege(argv, rc, stdout, err)
+            if len(key) == 3 and rc == 1 and any(s in err for s in _NO_CHAIN):
+                memo[key] = None
+            elif rc != 0 or not stdout.strip():
+                raise ReadCommandError(argv, rc, stdout, err or "(printed nothing)")
+            elif len(key) == 3:
+                memo[key] = stdout
+                part.add(key[:2])
+            else:
+                family, table = key[0], key[1]
+                try:
+                    chains = save_listings(stdout, table)
+                except ParseError as e:
+                    raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e
+                memo.update({(family, table, c): text for c, text in chains.items()})
+                whole.add((family, table))
 
     def notes(self) -> tuple[str, ...]:
         """What the last reads found that iptables itself cannot show (check warns)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from itertools import groupby
 
 from efa_guard.policy import Chain
 from efa_guard.state import ChainState, Jump
@@ -74,35 +75,36 @@ def save_listings(text: str, table: str) -> dict[str, str]:
     """`iptables-save -t TABLE` text -> every chain's listing as `iptables -S CHAIN` prints it.
 
     A legacy table is copied from the kernel in one step: all chains read from one save are
-    one consistent state. Output without the table's header or COMMIT is not trusted.
+    one consistent state. Output without the table's header or COMMIT is not trusted. Built
+    for 50k-rule tables: a chain's rules are one block (iptables-save prints chain by chain).
     """
-    heads: dict[str, str] = {}
-    rules: dict[str, list[str]] = {}
-    started = committed = False
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        if line == f"*{table}" and not started:
-            started = True
-        elif not started or committed:
+    lines = text.split("\n")
+    try:
+        start = lines.index(f"*{table}")
+        end = lines.index("COMMIT", start)
+    except ValueError:
+        msg = f"iptables-save printed no complete table {table} (empty or cut short)"
+        raise ParseError(msg) from None
+    for line in (*lines[:start], *lines[end + 1 :]):
+        if line.strip() and not line.startswith("#"):
             msg = f"unexpected line outside table {table} in iptables-save output: {line!r}"
             raise ParseError(msg)
-        elif line == "COMMIT":
-            committed = True
-        elif line.startswith(":"):
-            name, policy, *_ = line[1:].split()
-            heads[name] = f"-N {name}" if policy == "-" else f"-P {name} {policy}"
-            rules[name] = []
-        elif line.startswith("-A "):
-            name = line.split(maxsplit=2)[1]
-            if name not in rules:
-                msg = f"rule of undeclared chain {name} in iptables-save output: {line!r}"
-                raise ParseError(msg)
-            rules[name].append(line)
-        else:
-            msg = f"unexpected line in iptables-save output of table {table}: {line!r}"
+    body = lines[start + 1 : end]
+    n = next((i for i, line in enumerate(body) if not line.startswith(":")), len(body))
+    chains: dict[str, list[str]] = {}
+    for line in body[:n]:
+        name, policy, *_ = [*line[1:].split(" ", 2), ""]
+        chains[name] = [f"-N {name}" if policy == "-" else f"-P {name} {policy}"]
+    for name, group in groupby(body[n:], key=_rule_chain):
+        bucket = chains.get(name) if name else None
+        if bucket is None:
+            line = next(group)
+            what = f"rule of undeclared chain {name}" if name else "unexpected line"
+            msg = f"{what} in iptables-save output of table {table}: {line!r}"
             raise ParseError(msg)
-    if not committed:
-        msg = f"iptables-save printed no complete table {table} (empty or cut short)"
-        raise ParseError(msg)
-    return {name: "\n".join([head, *rules[name]]) + "\n" for name, head in heads.items()}
+        bucket.extend(group)  # noqa: B031 - used once: the branch above raises
+    return {name: "\n".join(listing) + "\n" for name, listing in chains.items()}
+
+
+def _rule_chain(line: str) -> str:
+    return line.split(" ", 2)[1] if line.startswith("-A ") else ""

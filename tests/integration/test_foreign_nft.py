@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from support import Guard
+from sandbox import Sandbox
+from support import Guard, write_config
 
 FOREIGN = ["nft", "insert", "rule", "ip", "filter", "INPUT", "ct", "state", "established", "accept"]
 
 
 @pytest.fixture
-def nft_guard(guard: Guard) -> Guard:
-    """The guard on the nft backend only, policy applied."""
-    if guard.backend != "nft":
-        pytest.skip("nft-native rules exist only on the nft backend")
+def nft_guard(box: Sandbox, tmp_path: Path) -> Guard:
+    """A guard on the nft backend (nft-native rules exist only there), policy applied."""
+    guard = Guard(box=box, backend="nft", config=write_config(tmp_path / "g.toml", "nft"))
     assert guard.efa("apply").returncode == 0
     return guard
 
