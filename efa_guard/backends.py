@@ -119,9 +119,16 @@ def other_backend_rules(kind: Kind, families: tuple[str, ...]) -> tuple[str, ...
     other: Kind = "legacy" if kind == "nft" else "nft"
     if which(f"iptables-{other}") is None:
         return ()
+    ipt = Iptables(other)
+    nft_tables = ipt.nft_tables() if other == "nft" else None
     requests = []
     for family in families:
-        loaded = legacy_tables(family) if other == "legacy" else frozenset(INBOUND)
+        if other == "legacy":
+            loaded = legacy_tables(family)
+        elif nft_tables is None:
+            loaded = frozenset(INBOUND)
+        else:
+            loaded = frozenset(t for f, t in nft_tables if f == family)
         requests += [
             (family, table, chain)
             for table, chains in INBOUND.items()
@@ -130,7 +137,7 @@ def other_backend_rules(kind: Kind, families: tuple[str, ...]) -> tuple[str, ...
         ]
     found = []
     for (family, table, chain), listing in zip(
-        requests, Iptables(other).list_many(requests), strict=True
+        requests, ipt.list_many(requests) if requests else [], strict=True
     ):
         lines = (listing or "").splitlines()
         rules = sum(1 for line in lines if line.startswith("-A "))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -293,6 +294,28 @@ class Iptables:
                     raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e
                 memo.update({(family, table, c): text for c, text in chains.items()})
                 whole.add((family, table))
+
+    def nft_tables(self) -> frozenset[tuple[str, str]] | None:
+        """The ("ipv4", "filter")-style tables nf_tables has; None without nft (assume all)."""
+        nft = which("nft")
+        if nft is None:
+            return None
+        argv = [nft, "-j", "list", "tables"]
+        proc = self._spawn(argv)
+        stdout, err = self._wait(proc)
+        _raise_for_privilege(argv, proc.returncode, stdout, err)
+        try:
+            if proc.returncode != 0:
+                raise ValueError(err.strip())  # noqa: TRY301 - one place turns it into evidence
+            items = json.loads(stdout)["nftables"]
+            families = {"ip": "ipv4", "ip6": "ipv6"}
+            return frozenset(
+                (families[t["table"]["family"]], t["table"]["name"])
+                for t in items
+                if "table" in t and t["table"].get("family") in families
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ReadCommandError(argv, proc.returncode, stdout, f"{err} {e}".strip()) from e
 
     def notes(self) -> tuple[str, ...]:
         """What the last reads found that iptables itself cannot show (check warns)."""
