@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ _SEARCH_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
 _INCOMPATIBLE = "incompatible, use 'nft' tool"  # nft: a missing chain, or unprintable rules
 _NO_CHAIN = ("No chain/target/match by that name", "does not exist")
 READ_ATTEMPTS = 5  # nft: reads in a row that may see the generation move before giving up
+_READ_PAUSE = 0.01  # seconds before the second attempt, doubling: 150 ms in all
 Key = tuple[str, str, str]  # (family, table, chain)
 Memo = dict[Key, str | None]
 _NO_PRIVILEGE = ("Permission denied", "Operation not permitted")
@@ -185,7 +187,9 @@ class Iptables:
 
     def _read_nft(self, memo: Memo, todo: list[Key]) -> None:
         keys, before = todo, -1
-        for _ in range(READ_ATTEMPTS):
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(_READ_PAUSE * 2 ** (attempt - 1))  # let a writer's burst finish
             before = self._generation()
             if self.memo is not None and self._generation_read not in (None, before):
                 keys = list(dict.fromkeys([*memo, *todo]))  # the memo is older: refresh it
