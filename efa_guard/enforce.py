@@ -6,7 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from efa_guard.errors import CommandError, ConcurrentChangeError, VerifyError
+from efa_guard.errors import (
+    CommandError,
+    ConcurrentChangeError,
+    UnstableReadError,
+    VerifyError,
+)
 from efa_guard.iptables import Runner
 from efa_guard.plan import Drift, Transaction, diff, plan
 from efa_guard.policy import Policy
@@ -113,7 +118,8 @@ def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
     written: list[Transaction] = []
     retrying = Retrying(
         # A lost race at commit, or a foreign write between our commit and the read-back.
-        retry=retry_if_exception_type((ConcurrentChangeError, VerifyError)),
+        # Or a ruleset that kept changing while we read it.
+        retry=retry_if_exception_type((ConcurrentChangeError, VerifyError, UnstableReadError)),
         stop=stop_after_attempt(attempts),
         wait=wait_random_exponential(multiplier=0.02, max=max_wait),
         before_sleep=before_sleep,

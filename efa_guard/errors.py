@@ -54,3 +54,23 @@ class ConcurrentChangeError(CommandError):
 
 class VerifyError(EfaGuardError):
     """A transaction was accepted but reading back shows the policy still differs."""
+
+
+class ReadError(EfaGuardError):
+    """The kernel's rules could not be read, or the read cannot be trusted: never an answer."""
+
+
+class ReadCommandError(CommandError, ReadError):
+    """A command that reads the rules failed or printed something we cannot trust."""
+
+
+class UnstableReadError(ReadError):
+    """The ruleset kept changing while we read it: no consistent snapshot within the retries."""
+
+
+class ForeignRuleError(CommandError):
+    """iptables cannot change a chain because another tool put rules it cannot handle there.
+
+    The message names the chain, the foreign rules (position, nft's own text) and carries
+    iptables' own stderr.
+    """

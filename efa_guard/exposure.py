@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
+from efa_guard.backends import legacy_tables
 from efa_guard.iptables import Iptables
 from efa_guard.policy import FAMILIES, Allowlist
 from efa_guard.reach import Evaluator, Probe, Verdict
 from efa_guard.sockets import Listener, listeners, owners
 
-_LEGACY_TABLES = {
-    "ipv4": Path("/proc/net/ip_tables_names"),
-    "ipv6": Path("/proc/net/ip6_tables_names"),
-}
 # Read together, concurrently, before evaluating (raw PREROUTING and filter INPUT are
 # usually in the one-shot memo already); other chains are read only when a walk needs them.
 _PREFETCH = (("raw", "PREROUTING"), ("filter", "INPUT"), ("nat", "KUBE-NODEPORTS"))
@@ -103,10 +99,7 @@ def _present_tables(kind: str, family: str) -> frozenset[str] | None:
     """On legacy, the tables the kernel has (reading another would load it); nft: all."""
     if kind != "legacy":
         return None
-    try:
-        return frozenset(_LEGACY_TABLES[family].read_text().split())
-    except OSError:
-        return frozenset()
+    return legacy_tables(family)  # raises when unreadable: never "no tables"
 
 
 def _present(ipt: Iptables) -> dict[str, frozenset[str] | None]:

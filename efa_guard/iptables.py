@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Protocol
 
 from efa_guard.errors import (
     CommandError,
     ConcurrentChangeError,
+    ForeignRuleError,
     IptablesMissingError,
     PrivilegeError,
+    ReadCommandError,
+    ReadError,
+    UnstableReadError,
 )
-from efa_guard.observe import observe
+from efa_guard.nftchain import NftChain, NftParseError, move_jumps, parse_chain
+from efa_guard.nftgen import generation
+from efa_guard.observe import ParseError, observe, save_listings
 from efa_guard.plan import Transaction
 from efa_guard.policy import Policy
 from efa_guard.rundir import safe_dir
@@ -31,29 +38,45 @@ KINDS: tuple[Kind, ...] = ("nft", "legacy")
 # kube-proxy and kubelet mark the backend they use with these chains in mangle.
 KUBE_HINTS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 _SEARCH_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
-_LEGACY_TABLES = Path("/proc/net/ip_tables_names")
-_NO_CHAIN = (
-    "No chain/target/match by that name",  # legacy
-    "incompatible, use 'nft' tool",  # nft, for a chain that does not exist
-    "does not exist",
-)
+_INCOMPATIBLE = "incompatible, use 'nft' tool"  # nft: a missing chain, or unprintable rules
+_NO_CHAIN = ("No chain/target/match by that name", "does not exist")
+READ_ATTEMPTS = 5  # nft: reads in a row that may see the generation move before giving up
+_READ_PAUSE = 0.01  # seconds before the second attempt, doubling: 150 ms in all
+Key = tuple[str, str, str]  # (family, table, chain)
+Memo = dict[Key, str | None]
 _NO_PRIVILEGE = ("Permission denied", "Operation not permitted")
 _FAILED_LINE = re.compile(r"line (\d+) failed")
 _RESOURCE_PROBLEM = 4  # iptables' exit code for "lock held" and similar
 
 
-def _which(name: str) -> str | None:
+def which(name: str) -> str | None:
+    """A tool's absolute path, looking in the sbin directories too."""
     path = os.environ.get("PATH", "")
     return shutil.which(name, path=f"{path}:{_SEARCH_PATH}" if path else _SEARCH_PATH)
 
 
 @dataclass(frozen=True)
-class Detection:
-    """Which backend `auto` chose, why, and what looked wrong."""
+class Unprintable:
+    """A chain iptables-nft refused to print, as nft lists it, and what iptables said."""
 
-    kind: Kind
-    reason: str
-    warnings: tuple[str, ...] = ()
+    chain: NftChain
+    iptables_stderr: str
+
+    def describe(self) -> str:
+        """Names the chain, each foreign rule with its position, and iptables' own words."""
+        c = self.chain
+        jump = next((r.position for r in c.rules if r.plain), None)
+        where = f"ahead of the jump at position {jump}" if jump else "and no jump of ours"
+        ahead = tuple(r for r in c.foreign() if jump is None or r.position < jump)
+        shown = c.describe(ahead) if ahead else c.describe()
+        if jump is not None and not ahead:
+            where = f"behind the jump at position {jump}"
+        if not shown:
+            shown = f"none told apart from iptables' own: see nft list chain {c.family} {c.table}"
+        return (
+            f"{c.family} {c.table} {c.name} holds nft-native rules iptables cannot print "
+            f"({shown}), {where} (iptables: {self.iptables_stderr})"
+        )
 
 
 class Activity:
@@ -109,7 +132,14 @@ class Iptables:
     # (family, table, chain) -> listing: set by one-shot commands, which read a snapshot once;
     # the daemon leaves it None and always reads afresh.
     memo: dict[tuple[str, str, str], str | None] | None = field(default=None, repr=False)
+    # Chains of the last reads that iptables could not print, read through nft instead.
+    unprintable: dict[Key, Unprintable] = field(default_factory=dict, repr=False)
     _paths: dict[str, str] = field(default_factory=dict, repr=False)
+    _generation_read: int | None = field(default=None, repr=False)  # the memo's generation
+    # legacy: the memo these sets describe, its tables read whole, and those read by one -S
+    _legacy_of: Memo | None = field(default=None, repr=False)
+    _legacy_whole: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _legacy_part: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def binary(
         self,
@@ -120,7 +150,7 @@ class Iptables:
         prefix = "ip6tables" if family == "ipv6" else "iptables"
         name = tool.replace("iptables", f"{prefix}-{self.kind}", 1)
         if name not in self._paths:
-            found = _which(name)
+            found = which(name)
             if found is None:
                 msg = f"{name} not found (install the iptables package)"
                 raise IptablesMissingError(msg)
@@ -134,29 +164,166 @@ class Iptables:
     def list_chains(
         self, requests: Sequence[tuple[str, str]], family: str = "ipv4"
     ) -> list[str | None]:
-        """`-S` listings of (table, chain) pairs, run concurrently; None for a missing chain."""
+        """`-S` listings of (table, chain) pairs; None for a missing chain."""
         return self.list_many([(family, t, c) for t, c in requests])
 
     def list_many(self, requests: Sequence[tuple[str, str, str]]) -> list[str | None]:
-        """`-S` listings of (family, table, chain), run concurrently; None for a missing chain.
+        """`-S` listings of (family, table, chain), one consistent snapshot; None if missing.
 
-        With a `memo` (one-shot commands), a chain is read at most once per process.
+        nft: the chains are listed concurrently, between two reads of the ruleset generation;
+        when it moved, everything is read again (bounded), else UnstableReadError. legacy: the
+        kernel hands out a table in one consistent copy; see `_read_legacy`.
+        With a `memo` (one-shot commands) nothing is read twice, and the memo stays one
+        snapshot (nft: a later batch that sees a newer generation re-reads the memo too).
         """
         memo = self.memo if self.memo is not None else {}
+        if self.kind == "legacy":
+            self._read_legacy(memo, requests)
+            return [memo.get(r) for r in requests]
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
-        argvs = [self._argv(t, "-S", c, family=f) for f, t, c in todo]
+        if todo:
+            self._read_nft(memo, todo)
+        return [memo[r] for r in requests]
+
+    def _read_nft(self, memo: Memo, todo: list[Key]) -> None:
+        keys, before = todo, -1
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(_READ_PAUSE * 2 ** (attempt - 1))  # let a writer's burst finish
+            before = self._generation()
+            if self.memo is not None and self._generation_read not in (None, before):
+                keys = list(dict.fromkeys([*memo, *todo]))  # the memo is older: refresh it
+            fresh = self._list_nft(keys)
+            if self._generation() == before:
+                if keys is not todo:
+                    memo.clear()
+                memo.update(fresh)
+                self._generation_read = before if self.memo is not None else None
+                return
+        msg = (
+            f"the nf_tables ruleset changed during each of {READ_ATTEMPTS} reads (generation "
+            f"now {before}): another writer is busy, no consistent state to report"
+        )
+        raise UnstableReadError(msg)
+
+    def _generation(self) -> int:
+        try:
+            return generation()
+        except PermissionError as e:
+            msg = f"not permitted to use iptables (run as root or with CAP_NET_ADMIN): {e}"
+            raise PrivilegeError(msg) from e
+        except OSError as e:
+            msg = f"cannot read the nf_tables ruleset generation: {e}"
+            raise ReadError(msg) from e
+
+    def _list_nft(self, keys: list[Key]) -> Memo:
+        argvs = [self._argv(t, "-S", c, family=f) for f, t, c in keys]
         procs = [(argv, self._spawn(argv, slot=i)) for i, argv in enumerate(argvs)]
         finished = [(argv, *self._wait(proc), proc.returncode) for argv, proc in procs]
-        for key, (argv, out, err, rc) in zip(todo, finished, strict=True):
-            if rc == 0:
-                memo[key] = out
+        out: Memo = {}
+        for key, (argv, stdout, err, rc) in zip(keys, finished, strict=True):
+            self.unprintable.pop(key, None)
+            if rc == 0 and stdout.strip():
+                out[key] = stdout
                 continue
-            _raise_for_privilege(argv, rc, out, err)
-            if rc == 1 and any(s in err for s in _NO_CHAIN):
+            _raise_for_privilege(argv, rc, stdout, err)
+            if rc == 1 and _INCOMPATIBLE in err:
+                # A missing chain, or one holding rules iptables cannot print: nft knows.
+                out[key] = self._nft_chain(key, err)
+            elif rc == 1 and any(s in err for s in _NO_CHAIN):
+                out[key] = None
+            else:
+                raise ReadCommandError(argv, rc, stdout, err or "(printed nothing)")
+        return out
+
+    def _nft_chain(self, key: Key, iptables_err: str) -> str | None:
+        family, table, chain = key
+        nft = which("nft")
+        nft_family = "ip6" if family == "ipv6" else "ip"
+        if nft is None:
+            msg = f"nft not found (install nftables) to read {nft_family} {table} {chain}"
+            raise ReadCommandError([], 1, "", f"{iptables_err.strip()}; {msg}")
+        argv = [nft, "-j", "list", "chain", nft_family, table, chain]
+        proc = self._spawn(argv)
+        stdout, err = self._wait(proc)
+        if proc.returncode != 0:
+            _raise_for_privilege(argv, proc.returncode, stdout, err)
+            if "No such file or directory" in err:
+                return None
+            raise ReadCommandError(argv, proc.returncode, stdout, err)
+        try:
+            parsed = parse_chain(stdout, nft_family, table, chain)
+        except NftParseError as e:
+            raise ReadCommandError(argv, 0, stdout, str(e)) from e
+        self.unprintable[key] = Unprintable(parsed, iptables_err.strip())
+        return parsed.listing()
+
+    def _read_legacy(self, memo: Memo, requests: Sequence[Key]) -> None:
+        """Each process reads one table in one consistent copy; never a table twice per batch.
+
+        Two or more chains of a table, or a table this memo already read a chain of: one
+        `iptables-legacy-save -t TABLE`, every chain taken from it (later requests are free).
+        A single chain: `-S CHAIN`, which copies the table too but prints only that chain
+        (measured at 50k rules: the save of kube-proxy's nat table and parsing it cost more
+        than the -S of KUBE-NODEPORTS the check needs).
+        """
+        if self._legacy_of is not memo:
+            self._legacy_of, self._legacy_whole, self._legacy_part = memo, set(), set()
+        whole, part = self._legacy_whole, self._legacy_part
+        groups: dict[tuple[str, str], list[Key]] = {}
+        for r in dict.fromkeys(requests):
+            if r not in memo and r[:2] not in whole:
+                groups.setdefault(r[:2], []).append(r)
+        saves = [t for t, keys in groups.items() if len(keys) > 1 or t in part]
+        singles = [keys[0] for t, keys in groups.items() if t not in saves]
+        argvs = [[self.binary("iptables-save", f), "-t", t] for f, t in saves]
+        argvs += [self._argv(t, "-S", c, family=f) for f, t, c in singles]
+        procs = [(argv, self._spawn(argv, slot=i)) for i, argv in enumerate(argvs)]
+        for key, (argv, proc) in zip([*saves, *singles], procs, strict=True):
+            stdout, err = self._wait(proc)
+            rc = proc.returncode
+            _raise_for_privilege(argv, rc, stdout, err)
+            if len(key) == 3 and rc == 1 and any(s in err for s in _NO_CHAIN):
                 memo[key] = None
-                continue
-            raise CommandError(argv, rc, out, err)
-        return [memo[r] for r in requests]
+            elif rc != 0 or not stdout.strip():
+                raise ReadCommandError(argv, rc, stdout, err or "(printed nothing)")
+            elif len(key) == 3:
+                memo[key] = stdout
+                part.add(key[:2])
+            else:
+                family, table = key[0], key[1]
+                try:
+                    chains = save_listings(stdout, table)
+                except ParseError as e:
+                    raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e
+                memo.update({(family, table, c): text for c, text in chains.items()})
+                whole.add((family, table))
+
+    def nft_tables(self) -> frozenset[tuple[str, str]] | None:
+        """The ("ipv4", "filter")-style tables nf_tables has; None without nft (assume all)."""
+        nft = which("nft")
+        if nft is None:
+            return None
+        argv = [nft, "-j", "list", "tables"]
+        proc = self._spawn(argv)
+        stdout, err = self._wait(proc)
+        _raise_for_privilege(argv, proc.returncode, stdout, err)
+        try:
+            if proc.returncode != 0:
+                raise ValueError(err.strip())  # noqa: TRY301 - one place turns it into evidence
+            items = json.loads(stdout)["nftables"]
+            families = {"ip": "ipv4", "ip6": "ipv6"}
+            return frozenset(
+                (families[t["table"]["family"]], t["table"]["name"])
+                for t in items
+                if "table" in t and t["table"].get("family") in families
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ReadCommandError(argv, proc.returncode, stdout, f"{err} {e}".strip()) from e
+
+    def notes(self) -> tuple[str, ...]:
+        """What the last reads found that iptables itself cannot show (check warns)."""
+        return tuple(u.describe() for u in self.unprintable.values())
 
     @staticmethod
     def requests(policy: Policy) -> list[tuple[str, str, str]]:
@@ -168,7 +335,7 @@ class Iptables:
         return out
 
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
-        """Observe each owned chain and the jumps to it: cost independent of foreign rules."""
+        """Observe each owned chain and the jumps to it, all from one consistent snapshot."""
         pairs = [(f, c) for f in policy.families for c in policy.chains]
         listings = self.list_many(self.requests(policy))
         states = []
@@ -177,23 +344,63 @@ class Iptables:
             if hook is None:
                 argv = self._argv(chain.table, "-S", chain.hook, family=family)
                 msg = f"built-in chain {family} {chain.table}/{chain.hook} cannot be read"
-                raise CommandError(argv, 1, "", msg)
-            states.append(observe(chain, own, hook, family))
+                raise ReadCommandError(argv, 1, "", msg)
+            try:
+                states.append(observe(chain, own, hook, family))
+            except ParseError as e:
+                raise ReadCommandError(["(parse)"], 0, "", str(e)) from e
         return tuple(states)
 
     def restore(self, txn: Transaction) -> None:
-        """Apply one table's transaction atomically with iptables-restore --noflush."""
+        """Apply one table's transaction atomically with iptables-restore --noflush.
+
+        On nft, jumps in a hook chain iptables cannot change (foreign nft-native rules) are
+        moved by one nft script instead, after the rest: see nftchain.move_jumps.
+        """
+        hooks = {
+            chain: u.chain
+            for (f, t, chain), u in self.unprintable.items()
+            if (f, t) == (txn.family, txn.table) and u.chain.policy is not None
+        }
+        split = move_jumps(txn.text, hooks) if hooks and which("nft") else None
+        if split is None:
+            self._restore(txn, txn.text)
+            return
+        rest, script = split
+        if rest.strip() != f"*{txn.table}\nCOMMIT":
+            self._restore(txn, rest)
+        self._nft_script(script)
+
+    def _restore(self, txn: Transaction, text: str) -> None:
         tool = self.binary("iptables-restore", txn.family)
         argv = [tool, "--noflush", f"--wait={self.wait_seconds}"]
         proc = self._spawn(argv, stdin=True)
-        out, err = self._wait(proc, txn.text)
+        out, err = self._wait(proc, text)
         rc = proc.returncode
         if rc == 0:
             return
         _raise_for_privilege(argv, rc, out, err)
-        if _is_race(rc, err, txn.text):
-            raise ConcurrentChangeError(argv, rc, out, err, txn.text)
-        raise CommandError(argv, rc, out, err, txn.text)
+        if _is_race(rc, err, text):
+            raise ConcurrentChangeError(argv, rc, out, err, text)
+        foreign = [
+            u for (f, t, _), u in self.unprintable.items() if (f, t) == (txn.family, txn.table)
+        ]
+        if foreign:
+            cause = "; ".join(u.describe() for u in foreign)
+            msg = f"{cause}; so iptables cannot make the change: {err.strip()}"
+            raise ForeignRuleError(argv, rc, out, msg, text)
+        raise CommandError(argv, rc, out, err, text)
+
+    def _nft_script(self, script: str) -> None:
+        argv = [which("nft") or "nft", "-f", "-"]
+        proc = self._spawn(argv, stdin=True)
+        out, err = self._wait(proc, script)
+        if proc.returncode == 0:
+            return
+        _raise_for_privilege(argv, proc.returncode, out, err)
+        if "No such file or directory" in err:  # a jump we delete by handle is gone
+            raise ConcurrentChangeError(argv, proc.returncode, out, err, script)
+        raise CommandError(argv, proc.returncode, out, err, script)
 
     def _spawn(
         self, argv: Sequence[str], *, stdin: bool = False, slot: int = 0
@@ -253,90 +460,3 @@ def _is_race(rc: int, stderr: str, text: str) -> bool:
     lines = text.splitlines()
     n = int(m.group(1))
     return 0 < n <= len(lines) and lines[n - 1].startswith("-D ")
-
-
-def _legacy_tables() -> frozenset[str]:
-    try:
-        return frozenset(_LEGACY_TABLES.read_text().split())
-    except OSError:
-        return frozenset()
-
-
-def _system_default() -> Kind:
-    found = _which("iptables")
-    if found is not None and "legacy" in Path(found).resolve().name:
-        return "legacy"
-    return "nft"
-
-
-def detect(policy: Policy) -> Detection:
-    """Pick the backend kube-proxy uses, as kube-proxy's iptables-wrapper and Calico do."""
-    legacy_loaded = _legacy_tables()
-    hints: dict[Kind, bool] = {"nft": False, "legacy": False}
-    available = {k: _which(f"iptables-{k}") is not None for k in KINDS}
-    if available["nft"]:
-        hints["nft"] = Iptables("nft").has_kube_hint()
-    # Reading a legacy table that is not loaded would load it: look first.
-    if available["legacy"] and "mangle" in legacy_loaded:
-        hints["legacy"] = Iptables("legacy").has_kube_hint()
-    if hints["nft"]:
-        kind: Kind = "nft"
-        reason = "kube-proxy's hint chains are in nft mangle"
-    elif hints["legacy"]:
-        kind, reason = "legacy", "kube-proxy's hint chains are in legacy mangle"
-    else:
-        kind, reason = _system_default(), "no kube-proxy hint; the system's iptables"
-    if not available[kind]:
-        msg = f"iptables-{kind} not found (install the iptables package)"
-        raise IptablesMissingError(msg)
-    other: Kind = "legacy" if kind == "nft" else "nft"
-    held = []
-    if hints[other]:
-        held.append(f"kube-proxy hint chains in {other} mangle")
-    held += _owned_in(other, policy, legacy_loaded) if available[other] else []
-    warnings: tuple[str, ...] = ()
-    if held:
-        warning = (
-            f"both iptables backends hold rules ({'; '.join(held)}); "
-            f"using {kind}. Rules in both are evaluated by the kernel."
-        )
-        warnings = (warning,)
-    return Detection(kind=kind, reason=reason, warnings=warnings)
-
-
-def _owned_in(kind: Kind, policy: Policy, legacy_loaded: frozenset[str]) -> list[str]:
-    chains = policy.chains
-    if kind == "legacy":
-        chains = tuple(c for c in chains if c.table in legacy_loaded)
-    if not chains:
-        return []
-    listings = Iptables(kind).list_chains([(c.table, c.name) for c in chains])
-    return [
-        f"{c.table}/{c.name} exists in {kind}"
-        for c, listing in zip(chains, listings, strict=True)
-        if listing is not None
-    ]
-
-
-def choose(
-    backend: Literal["auto", "nft", "legacy"],
-    policy: Policy,
-    *,
-    recorded: str | None = None,
-) -> tuple[Iptables, tuple[str, ...]]:
-    """The runner for a configured backend, and warnings about the choice.
-
-    `auto` detects kube-proxy's backend. `recorded` is the backend a running daemon enforces
-    on (one-shot commands look where it looks, and warn when detection now differs).
-    """
-    if backend != "auto":
-        return Iptables(backend), ()
-    found = detect(policy)
-    if recorded in KINDS and recorded != found.kind:
-        warning = (
-            f"the daemon enforces on {recorded} but {found.kind} is detected now "
-            f"({found.reason}); restart efa-guard to follow it"
-        )
-        chosen: Kind = "legacy" if recorded == "legacy" else "nft"
-        return Iptables(chosen), (*found.warnings, warning)
-    return Iptables(found.kind), found.warnings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from itertools import groupby
 
 from efa_guard.policy import Chain
 from efa_guard.state import ChainState, Jump
@@ -68,3 +69,42 @@ def observe(
         jumps=jumps_to(hook_rules, chain.name),
         family=family,
     )
+
+
+def save_listings(text: str, table: str) -> dict[str, str]:
+    """`iptables-save -t TABLE` text -> every chain's listing as `iptables -S CHAIN` prints it.
+
+    A legacy table is copied from the kernel in one step: all chains read from one save are
+    one consistent state. Output without the table's header or COMMIT is not trusted. Built
+    for 50k-rule tables: a chain's rules are one block (iptables-save prints chain by chain).
+    """
+    lines = text.split("\n")
+    try:
+        start = lines.index(f"*{table}")
+        end = lines.index("COMMIT", start)
+    except ValueError:
+        msg = f"iptables-save printed no complete table {table} (empty or cut short)"
+        raise ParseError(msg) from None
+    for line in (*lines[:start], *lines[end + 1 :]):
+        if line.strip() and not line.startswith("#"):
+            msg = f"unexpected line outside table {table} in iptables-save output: {line!r}"
+            raise ParseError(msg)
+    body = lines[start + 1 : end]
+    n = next((i for i, line in enumerate(body) if not line.startswith(":")), len(body))
+    chains: dict[str, list[str]] = {}
+    for line in body[:n]:
+        name, policy, *_ = [*line[1:].split(" ", 2), ""]
+        chains[name] = [f"-N {name}" if policy == "-" else f"-P {name} {policy}"]
+    for name, group in groupby(body[n:], key=_rule_chain):
+        bucket = chains.get(name) if name else None
+        if bucket is None:
+            line = next(group)
+            what = f"rule of undeclared chain {name}" if name else "unexpected line"
+            msg = f"{what} in iptables-save output of table {table}: {line!r}"
+            raise ParseError(msg)
+        bucket.extend(group)  # noqa: B031 - used once: the branch above raises
+    return {name: "\n".join(listing) + "\n" for name, listing in chains.items()}
+
+
+def _rule_chain(line: str) -> str:
+    return line.split(" ", 2)[1] if line.startswith("-A ") else ""

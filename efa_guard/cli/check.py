@@ -35,6 +35,7 @@ from efa_guard.errors import (
     EfaGuardError,
     IptablesMissingError,
     PrivilegeError,
+    ReadError,
     VerifyError,
 )
 from efa_guard.exposure import Finding, prefetch, survey, visible
@@ -74,7 +75,7 @@ def _check_report(  # noqa: PLR0913 - keyword-only switches of one report
         "corrected": bool(outcome and outcome.changed),
     }
     shown, survey_warning = _exposed(cfg, ipt) if exposure else ([], ())
-    warnings += survey_warning + _missing_interfaces(cfg)
+    warnings += survey_warning + _missing_interfaces(cfg) + ipt.notes() + _other_backend(cfg, ipt)
     data["warnings"] = list(warnings)
     data["exposed"] = [f.as_dict() for f in shown]
     # Monitoring Plugins ranges: CRITICAL above 0 drifts, WARNING above 0 exposed services.
@@ -108,6 +109,17 @@ def _check_report(  # noqa: PLR0913 - keyword-only switches of one report
     return Report(CRITICAL, summary + perf, details, data)
 
 
+def _other_backend(cfg: configmod.Config, ipt: Iptables) -> tuple[str, ...]:
+    """Rules in the other backend's inbound chains: the kernel evaluates them too."""
+    from efa_guard.backends import other_backend_rules  # noqa: PLC0415
+
+    try:
+        found = other_backend_rules(ipt.kind, cfg.policy.families)
+    except EfaGuardError as e:
+        return (f"cannot read the other iptables backend: {e}",)
+    return tuple(f"rules outside the enforced {ipt.kind} backend: {x}" for x in found)
+
+
 def _missing_interfaces(cfg: configmod.Config) -> tuple[str, ...]:
     """Configured interfaces that match no link here: their rules match nothing."""
     from efa_guard.policy import any_interface_matches as matches  # noqa: PLC0415
@@ -139,7 +151,7 @@ def cmd_exposure(args: argparse.Namespace) -> int:
     except (ConfigError, IptablesMissingError, PrivilegeError, OSError) as e:
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN
-    except CommandError as e:
+    except EfaGuardError as e:
         print(f"efa-guard: cannot read iptables: {e}", file=sys.stderr)
         return UNKNOWN
     shown = visible(found)
@@ -217,6 +229,9 @@ def _check(args: argparse.Namespace) -> Report:
         report.data["daemon"] = view.data
     except (ConfigError, IptablesMissingError, PrivilegeError) as e:
         report = Report(UNKNOWN, str(e), data={"error": str(e), "config": str(args.config)})
+    except ReadError as e:
+        what = f"cannot read iptables: {e}"
+        report = Report(UNKNOWN, what, data={"error": str(e), **evidence(e)})
     except (CommandError, VerifyError) as e:
         code = CRITICAL if args.fix else UNKNOWN
         what = "could not correct drift" if args.fix else "cannot read iptables"

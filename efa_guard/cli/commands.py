@@ -17,6 +17,7 @@ from efa_guard.errors import (
     EfaGuardError,
     IptablesMissingError,
     PrivilegeError,
+    ReadError,
     VerifyError,
 )
 from efa_guard.iptables import Iptables
@@ -35,6 +36,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         outcome = enforce(ipt, cfg.policy, on_retry=log_retry_cli)
     except (ConfigError, IptablesMissingError, PrivilegeError) as e:
         print(f"efa-guard: {e}", file=sys.stderr)
+        return UNKNOWN
+    except ReadError as e:
+        print(f"efa-guard: cannot read iptables: {e}", file=sys.stderr)
         return UNKNOWN
     except (CommandError, VerifyError) as e:
         print(f"efa-guard: could not assert the policy: {e}", file=sys.stderr)

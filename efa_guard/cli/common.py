@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from efa_guard import config as configmod
+from efa_guard.backends import choose
 from efa_guard.cli.report import SHOWN_IN_SUMMARY
 from efa_guard.enforce import Inspection, log_retry
 from efa_guard.errors import CommandError, EfaGuardError
-from efa_guard.iptables import Iptables, choose
+from efa_guard.iptables import Iptables
 from efa_guard.rundir import read_backend
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from efa_guard import config as configmod
 from efa_guard import lastgood
+from efa_guard.backends import choose
 from efa_guard.catalog import EventKind
 from efa_guard.daemon.loop import Loop
 from efa_guard.daemon.publish import Publisher
@@ -20,7 +21,6 @@ from efa_guard.daemon.survey import ExposureWatch
 from efa_guard.daemon.telemetry import Telemetry
 from efa_guard.errors import ConfigError
 from efa_guard.events import Event, Trigger
-from efa_guard.iptables import choose
 from efa_guard.log import Logger
 from efa_guard.notify import Notifier
 from efa_guard.rundir import clear_backend, write_backend

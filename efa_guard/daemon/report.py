@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from efa_guard.catalog import EventKind
 from efa_guard.daemon.fights import Contest, ContestEnded
@@ -17,6 +17,7 @@ from efa_guard.notify import Notifier
 from efa_guard.pause import Pause
 
 _SHOWN = 4
+REPEAT_FAILURE = 60.0  # seconds: the same failure is logged once in this long (with a count)
 
 
 def _clock(t: float) -> str:
@@ -40,6 +41,7 @@ class Reporter:
     notifier: Notifier
     backend: str
     telemetry: Telemetry | None = None
+    repeats: dict[str, tuple[float, int]] = field(default_factory=dict)  # message -> last, skipped
 
     def checked(self, insp: Inspection | None) -> None:
         """A check ran (None: its read failed); only metrics care."""
@@ -114,7 +116,17 @@ class Reporter:
             self.telemetry.corrected(str(trigger), latency_ms / 1000, chains)
 
     def failed(self, events: list[Event], error: Exception, *, stage: str) -> None:
-        """A read or write that failed, with the command's evidence."""
+        """A read or write that failed, with the command's evidence; the same one once a minute."""
+        key = f"{stage}: {error}"
+        now = time.monotonic()
+        last, skipped = self.repeats.get(key, (float("-inf"), 0))
+        if now - last < REPEAT_FAILURE:
+            self.repeats[key] = (last, skipped + 1)
+            if self.telemetry is not None:
+                self.telemetry.metrics.correction_failed(stage)
+            return
+        self.repeats.clear()  # one failure at a time is remembered
+        self.repeats[key] = (now, 0)
         evidence: dict[str, object] = {}
         if isinstance(error, CommandError):
             evidence = {
@@ -132,6 +144,7 @@ class Reporter:
             trigger=str(label(events)),
             stage=stage,
             error=str(error),
+            repeated=skipped,
             **evidence,
         )
 

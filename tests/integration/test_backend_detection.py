@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from support import Guard
+
 from tools.harness import DEFAULT_CONFIG
 from tools.sandbox import Sandbox
 
@@ -72,3 +74,17 @@ def test_stale_policy_in_the_other_backend_warns(box: Sandbox) -> None:
     _, data = check(box)
     assert data["backend"] == "nft"
     assert "filter/EFA_INPUT exists in legacy" in str(data["warnings"])
+
+
+def test_rules_in_the_other_backend_are_a_warning(guard: Guard) -> None:
+    """A rule in the other backend's INPUT makes a compliant check a WARNING naming the chain."""
+    other = "legacy" if guard.backend == "nft" else "nft"
+    assert guard.efa("apply").returncode == 0
+    assert guard.efa("check", "--no-exposure").returncode == 0
+    guard.box.run([f"iptables-{other}", "-A", "INPUT", "-s", "192.0.2.9", "-j", "DROP"])
+    guard.box.run([f"iptables-{other}", "-t", "raw", "-P", "PREROUTING", "DROP"])
+    out = guard.efa("check", "--no-exposure")
+    assert out.returncode == 1, out.stdout
+    assert f"{other} ipv4 filter/INPUT: 1 rule(s)" in out.stdout
+    assert f"{other} ipv4 raw/PREROUTING: policy DROP" in out.stdout
+    assert "ipv6" not in out.stdout.split("|")[0].split("rules outside")[-1]

@@ -98,12 +98,34 @@ except ConcurrentChangeError as e:
     assert guard.save() == before
 
 
-def test_without_privilege_check_is_unknown(guard: Guard) -> None:
-    """As an unprivileged user, check exits 3 and says it is not permitted."""
-    import sys  # noqa: PLC0415
+UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
 
-    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
-    argv += [sys.executable, "-m", "efa_guard", "check", "--config", str(DEFAULT_CONFIG)]
-    out = guard.box.run(argv, check=False)
+
+@pytest.mark.parametrize("command", ["check", "exposure", "apply", "auto-check"])
+def test_without_privilege_every_command_is_unknown(guard: Guard, command: str) -> None:
+    """As an unprivileged user check, exposure and apply exit 3 naming the cause, no answer."""
+    import shutil  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    assert guard.efa("apply").returncode == 0  # the tables are loaded: a read would find them
+    before = guard.save()
+    public = Path(tempfile.mkdtemp(prefix="efa-guard-test-"))
+    try:
+        public.chmod(0o755)
+        config = public / "g.toml"
+        source = DEFAULT_CONFIG if command == "auto-check" else guard.config
+        shutil.copyfile(source, config)
+        config.chmod(0o644)
+        argv = [*UNPRIVILEGED, sys.executable, "-m", "efa_guard", command.removeprefix("auto-")]
+        out = guard.box.run([*argv, "--config", str(config)], check=False)
+    finally:
+        shutil.rmtree(public)
     assert out.returncode == 3, out.stdout + out.stderr
-    assert "EFA-GUARD UNKNOWN - not permitted to use iptables" in out.stdout
+    said = out.stdout + out.stderr
+    assert "not permitted to use iptables" in said
+    assert "Permission denied" in said or "Operation not permitted" in said  # the kernel's words
+    if command.endswith("check"):
+        assert out.stdout.startswith("EFA-GUARD UNKNOWN - not permitted to use iptables")
+    assert "reachable" not in out.stdout
+    assert guard.save() == before
