@@ -19,7 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from efa_guard.policy import interface_matches
-from efa_guard.ruletext import Option, Rule
+from efa_guard.ruletext import Option, Pulled, Rule
 
 _MASK = 0xFFFFFFFF
 _ALWAYS = frozenset(
@@ -123,7 +123,7 @@ def decide(rule: Rule, probe: Probe, pkt: Packet, ctx: Context) -> bool | None:
     return result
 
 
-def _neg(opt: Option, value: bool) -> bool:
+def _neg(opt: Pulled, value: bool) -> bool:
     """True when the option, negation applied, fails."""
     return value == opt.negated
 

@@ -9,8 +9,11 @@ destination port) are pulled out, so most rules are dismissed without looking fu
 
 from __future__ import annotations
 
+import gc
+import re
 import shlex
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Pulled out of every rule at once; the rest is parsed only for rules that get that far.
 _PULLED = frozenset({"-i", "-p", "-d", "-m", "--match", "--dport", "--dports"})
@@ -44,6 +47,17 @@ class Option:
     negated: bool
 
 
+class Pulled(NamedTuple):
+    """A match pulled out of a rule at once: `! -p udp` is Pulled("udp", negated=True)."""
+
+    value: str
+    negated: bool
+
+
+# ` [! ]KEY VALUE` for the pulled matches and the target, on a line without quoted spans.
+_KEYS = re.compile(r"(?:^| )(?:(!) )?(-[idpjg]|--dports?) (\S+)")
+
+
 class Rule:
     """One `-A` line of a chain: the common matches found by string search, the rest on demand.
 
@@ -54,7 +68,6 @@ class Rule:
 
     __slots__ = (
         "_options",
-        "_plain",
         "_target_args",
         "destination",
         "dports",
@@ -71,31 +84,27 @@ class Rule:
         self.position = position  # 1-based, as `iptables -L --line-numbers` counts
         self.line = line
         plain = " ".join(line.split('"')[0::2]) if '"' in line else line
-        jump = plain.find(" -j ")
+        self.interface: Pulled | None = None
+        self.protocol: Pulled | None = None
+        self.dports: Pulled | None = None
+        self.destination: Pulled | None = None
+        self.target: str | None = None
         self.goto = False
-        if jump < 0:
-            jump = plain.find(" -g ")
-            self.goto = jump >= 0
-        if jump >= 0:
-            self.target: str | None = _word(plain, jump + 4)
-            plain = plain[:jump] + " "
-        else:
-            self.target = None
-            plain += " "
-        self._plain = plain
-        self.interface = self._find(" -i ")
-        self.protocol = self._find(" -p ")
-        self.dports = self._find(" --dport ") or self._find(" --dports ")
-        self.destination = self._find(" -d ")
+        for negated, key, value in _KEYS.findall(plain):
+            if key in ("-j", "-g"):
+                self.target, self.goto = value, key == "-g"
+                break
+            found = Pulled(value, negated=bool(negated))
+            if key == "-p":
+                self.protocol = found
+            elif key == "-d":
+                self.destination = found
+            elif key == "-i":
+                self.interface = found
+            else:
+                self.dports = found
         self._options: tuple[Option, ...] | None = None
         self._target_args: tuple[str, ...] | None = None
-
-    def _find(self, key: str) -> Option | None:
-        plain = self._plain
-        i = plain.find(key)
-        if i < 0:
-            return None
-        return Option(key.strip(), _word(plain, i + len(key)), negated=plain[i - 1 : i] == "!")
 
     def _tokens(self) -> tuple[list[str], int]:
         tokens = split(self.line)
@@ -125,11 +134,6 @@ class Rule:
             if args[i] == name:
                 return args[i + 1]
         return None
-
-
-def _word(text: str, start: int) -> str:
-    end = text.find(" ", start)
-    return text[start:end] if end >= 0 else text[start:]
 
 
 def _jump_index(tokens: list[str]) -> int:
@@ -189,14 +193,24 @@ def compile_rule(position: int, line: str) -> Rule:
 
 
 def compile_chain(name: str, listing: list[str]) -> Chain:
-    """A chain's `-S` listing, compiled."""
+    """A chain's `-S` listing, compiled.
+
+    The cyclic garbage collector is held off meanwhile: tens of thousands of new objects,
+    none in a cycle, would otherwise trigger full collections over a growing heap.
+    """
     policy = None
     rules: list[Rule] = []
     prefix = f"-A {name} "
     head = f"-P {name} "
-    for line in listing:
-        if line.startswith(prefix):
-            rules.append(compile_rule(len(rules) + 1, line))
-        elif line.startswith(head):
-            policy = line[len(head) :].split()[0]
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for line in listing:
+            if line.startswith(prefix):
+                rules.append(Rule(len(rules) + 1, line))
+            elif line.startswith(head):
+                policy = line[len(head) :].split()[0]
+    finally:
+        if collecting:
+            gc.enable()
     return Chain(policy, tuple(rules))
