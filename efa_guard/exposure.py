@@ -163,13 +163,14 @@ def survey(
     With `skip_allowed` (the check: only what may be visible against the list matters),
     allowlisted and loopback-only services are not evaluated, a NodePort that nothing drops
     before kube-proxy's DNAT counts as visible without following the DNAT, owners are
-    looked up only for services found reachable, and reading and walking chains beyond the
-    prefetch is bounded by `budget` seconds (default CHECK_BUDGET; without `skip_allowed`,
-    unbounded): what is left unevaluated is reported as such, and counted as reachable.
+    looked up only for services found reachable. Reading and walking chains beyond the
+    prefetch is bounded by `budget` seconds: by default CHECK_BUDGET for a one-shot check
+    (`skip_allowed` on a runner with a `memo`), unbounded otherwise (`efa-guard exposure`,
+    the daemon). What is left unevaluated is reported as such, and counted as reachable.
     """
     socks = listeners()
     present = _present(ipt)
-    if budget is None and skip_allowed:
+    if budget is None and skip_allowed and ipt.memo is not None:
         budget = CHECK_BUDGET
     reader = ChainReader(ipt, budget=budget)
     reader.prefetch(prefetch(ipt, present))
