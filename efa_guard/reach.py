@@ -147,17 +147,23 @@ class Evaluator:
 
     def _after_dnat(self, probe: Probe, dnat: _End, closed: list[_End]) -> Verdict:
         dest = dnat.dnat or ""
-        address, _, port = dest.rpartition(":")
-        address = address.strip("[]") or dest
+        address, _, port = (
+            dest.rpartition(":") if "]" in dest or dest.count(":") == 1 else (dest, "", "")
+        )
+        address = address.strip("[]")
+        try:
+            known: str | None = str(ipaddress.ip_address(address))
+        except ValueError:
+            known = None  # a range, or a port-only DNAT: the destination stays unknown
         after = Probe(
             probe.family,
             probe.protocol,
             int(port) if port.isdigit() else probe.port,
             probe.interface,
-            address,
+            known,
         )
         chains = (("mangle", "FORWARD"), ("filter", "FORWARD"))
-        if ipaddress.ip_address(address).is_loopback:
+        if known is not None and ipaddress.ip_address(known).is_loopback:
             chains = (("mangle", "INPUT"), ("filter", "INPUT"))
         packet = replace(dnat.packet, dnat=True)
         path = self._path(chains, after, packet)
@@ -181,7 +187,7 @@ class Evaluator:
             if main is not None and not main.packet.conds:
                 reason += f"; otherwise dropped by {main.hit.describe(fam)}"
             return Verdict(reachable=True, reason=reason, caveats=path.open.conds)
-        caveats = tuple(dict.fromkeys(e.packet.conds[-1] for e in path.closed))
+        caveats = tuple(dict.fromkeys(e.packet.conds[-1] for e in path.closed if e.packet.conds))
         if caveats:
             named = "; ".join(c.describe(fam) for c in caveats[:_SHOWN])
             more = f"; and {len(caveats) - _SHOWN} more" if len(caveats) > _SHOWN else ""

@@ -196,3 +196,24 @@ def test_the_mark_is_followed_from_zero() -> None:
     assert not unmarked.reachable
     assert marked.reachable
     assert not other.reachable
+
+
+def test_dnat_destinations_in_every_form() -> None:
+    """IPv4 with port, bare IPv6, a range, a port alone: each judged, none crashes the walk."""
+    # FORWARD accepts 10.244.1.5 only; an unknown destination meets that ACCEPT undecided.
+    unknown = "reachable when ipv4 filter/FORWARD rule 1: -A FORWARD -d 10.244.1.5/32 -j ACCEPT"
+    for dest, reachable, reason in (
+        ("10.244.1.5:80", True, "DNAT to 10.244.1.5:80, forwarded"),
+        ("fd00::5", False, "dropped by ipv4 filter/FORWARD policy: -P FORWARD DROP"),
+        ("10.244.1.5-10.244.1.9:80", True, unknown),
+        (":8080", True, unknown),
+    ):
+        RULES[("nat", "KUBE-NODEPORTS")].append(
+            f"-A KUBE-NODEPORTS -p tcp -m tcp --dport 30095 -j DNAT --to-destination {dest}"
+        )
+        try:
+            v = evaluator().forwarded(tcp(30095))
+        finally:
+            RULES[("nat", "KUBE-NODEPORTS")].pop()
+        assert v.reachable is reachable, dest
+        assert v.reason.startswith(reason), (dest, v.reason)
