@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -38,15 +39,22 @@ def big_chain(count: int) -> str:
     return "\n".join([*lines, "COMMIT", ""])
 
 
-def median_seconds(box: Sandbox, argv: list[str], runs: int) -> float:
-    """Median wall time of `argv` in the guard namespace, after one warm-up run."""
-    samples = []
+def median_seconds(box: Sandbox, argv: list[str], runs: int) -> tuple[float, float]:
+    """Median wall and CPU (user + system) seconds of `argv` in the guard namespace.
+
+    One warm-up run first. CPU time is the steadier figure on a loaded machine.
+    """
+    wall, cpu = [], []
     for i in range(runs + 1):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         box.run(argv, check=False, timeout=600)
+        elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if i:
-            samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+            wall.append(elapsed)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def bench(backend: str, size: int, runs: int, config: Path) -> str:
@@ -65,7 +73,9 @@ def bench(backend: str, size: int, runs: int, config: Path) -> str:
         box.run([f"iptables-{backend}-restore", "--noflush"], input=big_chain(size), timeout=600)
         box.start_listeners(tcp=(80,), udp=())
         times = {name: median_seconds(box, argv, runs) for name, argv in commands.items()}
-    return f"{backend:6} {size:6} " + "  ".join(f"{k}={v:.3f}s" for k, v in times.items())
+    return f"{backend:6} {size:6} " + "  ".join(
+        f"{k}={w:.3f}s (cpu {c:.3f}s)" for k, (w, c) in times.items()
+    )
 
 
 def main() -> int:
