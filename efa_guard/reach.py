@@ -11,9 +11,11 @@ under an undecidable match) becomes unknown, so the walk stays linear in the rul
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from efa_guard.matches import Context, Hit, Packet, Probe, decide, marked
@@ -113,8 +115,10 @@ class Evaluator:
 
     def local(self, probe: Probe) -> Verdict:
         """A connection to a socket of this host: raw, mangle PREROUTING; mangle, filter INPUT."""
+        chains = (*_PRE, ("mangle", "INPUT"), ("filter", "INPUT"))
         try:
-            path = self._path((*_PRE, ("mangle", "INPUT"), ("filter", "INPUT")), probe, Packet())
+            with _no_gc():
+                path = self._path(chains, probe, Packet())
         except NotEvaluatedError as e:
             return _not_evaluated(e)
         return self._verdict(path, "no rule drops it")
@@ -126,7 +130,8 @@ class Evaluator:
         reachable (following kube-proxy's chains costs a whole-table copy per chain on legacy).
         """
         try:
-            return self._forwarded(probe, follow_dnat=follow_dnat)
+            with _no_gc():
+                return self._forwarded(probe, follow_dnat=follow_dnat)
         except NotEvaluatedError as e:
             return _not_evaluated(e)
 
@@ -224,8 +229,9 @@ class Evaluator:
         ctx = Context(table, self.addresses)
         ends: list[_End] = []
         live, returned = pkt, None
-        for rule in chain.rules:
+        for index in range(len(chain)):
             self._tick()
+            rule = chain.rule(index)
             matched = decide(rule, probe, live, ctx)
             if matched is False or rule.target is None:
                 continue
@@ -272,6 +278,22 @@ class Evaluator:
         if not self._steps & 0x3FF and late:
             msg = f"the time budget ran out after {self._steps} rules"
             raise NotEvaluatedError(msg)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Hold the cyclic GC off while walking.
+
+    Compiling tens of thousands of rules creates objects in no cycle; they would trigger
+    full collections over a growing heap.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _not_evaluated(e: NotEvaluatedError) -> Verdict:

@@ -9,7 +9,6 @@ destination port) are pulled out, so most rules are dismissed without looking fu
 
 from __future__ import annotations
 
-import gc
 import re
 import shlex
 from dataclasses import dataclass
@@ -164,12 +163,31 @@ def _options(tokens: list[str]) -> list[Option]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
 class Chain:
-    """A chain's policy (None for a user chain) and its rules."""
+    """A chain's policy (None for a user chain) and its rules, each compiled on first use.
 
-    policy: str | None
-    rules: tuple[Rule, ...]
+    A walk that stops at rule 5 of 50k compiles 5: the cost of a chain follows how far walks
+    get into it, and a time budget checked per rule also bounds the compiling.
+    """
+
+    __slots__ = ("_rules", "lines", "policy")
+
+    def __init__(self, policy: str | None, lines: list[str]) -> None:
+        """`lines`: the chain's `-A` lines, in order."""
+        self.policy = policy
+        self.lines = lines
+        self._rules: list[Rule | None] = [None] * len(lines)
+
+    def __len__(self) -> int:
+        """How many rules."""
+        return len(self.lines)
+
+    def rule(self, index: int) -> Rule:
+        """Rule `index` (0-based), compiled once."""
+        found = self._rules[index]
+        if found is None:
+            found = self._rules[index] = Rule(index + 1, self.lines[index])
+        return found
 
 
 def split(line: str) -> list[str]:
@@ -193,24 +211,13 @@ def compile_rule(position: int, line: str) -> Rule:
 
 
 def compile_chain(name: str, listing: list[str]) -> Chain:
-    """A chain's `-S` listing, compiled.
-
-    The cyclic garbage collector is held off meanwhile: tens of thousands of new objects,
-    none in a cycle, would otherwise trigger full collections over a growing heap.
-    """
-    policy = None
-    rules: list[Rule] = []
+    """A chain's `-S` listing, split into its policy and rule lines (compiled on demand)."""
     prefix = f"-A {name} "
     head = f"-P {name} "
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for line in listing:
-            if line.startswith(prefix):
-                rules.append(Rule(len(rules) + 1, line))
-            elif line.startswith(head):
-                policy = line[len(head) :].split()[0]
-    finally:
-        if collecting:
-            gc.enable()
-    return Chain(policy, tuple(rules))
+    policy = None
+    for line in listing:  # `-P` (or `-N`) comes before the rules
+        if line.startswith(head):
+            policy = line[len(head) :].split()[0]
+        if line.startswith(prefix):
+            break
+    return Chain(policy, [line for line in listing if line.startswith(prefix)])
