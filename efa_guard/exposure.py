@@ -35,7 +35,7 @@ _PREFETCH = (
 # Seconds the check's survey may spend on chains beyond the prefetch (reading and walking):
 # a monitoring check must not take seconds because of someone else's 50k-rule chain. What
 # it could not evaluate in time is reported as such, and counted as reachable.
-CHECK_BUDGET = 0.05
+CHECK_BUDGET = 0.03
 
 
 @dataclass(frozen=True)

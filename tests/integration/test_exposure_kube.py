@@ -84,5 +84,5 @@ def test_a_deciding_rule_deep_in_a_foreign_chain(guard: Guard) -> None:
     (entry,) = [e for e in exposed if e["port"] == 80]
     assert entry["evaluated"] is False
     assert str(entry["reason"]).startswith(
-        "not evaluated (reading ipv4 filter/BIG did not finish within the 0.05 s budget)"
+        "not evaluated (reading ipv4 filter/BIG did not finish within the 0.03 s budget)"
     )
