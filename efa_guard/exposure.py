@@ -6,18 +6,32 @@ the rules in the kernel now, and why.
 
 from __future__ import annotations
 
-import shlex
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
+from efa_guard.addresses import local_addresses
 from efa_guard.backends import legacy_tables
+from efa_guard.chainreader import ChainReader
 from efa_guard.iptables import Iptables
+from efa_guard.matches import Context, Packet, decide
 from efa_guard.policy import FAMILIES, Allowlist
 from efa_guard.reach import Evaluator, Probe, Verdict
+from efa_guard.ruletext import compile_rule
 from efa_guard.sockets import Listener, listeners, owners
 
 # Read together, concurrently, before evaluating (raw PREROUTING and filter INPUT are
 # usually in the one-shot memo already); other chains are read only when a walk needs them.
-_PREFETCH = (("raw", "PREROUTING"), ("filter", "INPUT"), ("nat", "KUBE-NODEPORTS"))
+_PREFETCH = (
+    ("raw", "PREROUTING"),
+    ("mangle", "PREROUTING"),
+    ("mangle", "INPUT"),
+    ("filter", "INPUT"),
+    ("nat", "KUBE-NODEPORTS"),
+)
+# Seconds the check's survey may spend on chains beyond the prefetch (reading and walking):
+# a monitoring check must not take seconds because of someone else's 50k-rule chain. What
+# it could not evaluate in time is reported as such, and counted as reachable.
+CHECK_BUDGET = 0.03
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,7 @@ class Finding:
     pid: int | None = None
     process: str | None = None
     service: str | None = None
+    evaluated: bool = True  # False: the survey's budget ran out first (counted reachable)
 
     @property
     def name(self) -> str:
@@ -56,6 +71,7 @@ class Finding:
             "reachable": self.reachable,
             "reason": self.reason,
             "allowed": self.allowed,
+            "evaluated": self.evaluated,
         }
 
 
@@ -70,29 +86,34 @@ class NodePort:
     service: str
 
 
-def nodeports(listing: list[str] | None) -> list[NodePort]:
-    """Parse kube-proxy's KUBE-NODEPORTS chain."""
-    out = []
+def nodeports(listing: list[str] | None, interface: str | None = None) -> list[NodePort]:
+    """Parse kube-proxy's KUBE-NODEPORTS chain: one entry per port reachable from outside.
+
+    kube-proxy writes a second rule per NodePort for `-d 127.0.0.0/8` (localhost NodePorts);
+    no packet arriving on `interface` can match it, so it is no NodePort of its own.
+    """
+    out: dict[tuple[str, int], NodePort] = {}
     for line in listing or []:
         if not line.startswith("-A KUBE-NODEPORTS "):
             continue
-        tokens = shlex.split(line)
-        opts = dict(zip(tokens[::1], [*tokens[1:], ""], strict=True))
-        port = opts.get("--dport", "")
-        proto = opts.get("-p", "")
-        target = opts.get("-j", "")
-        if not port.isdigit() or proto not in ("tcp", "udp") or not target:
+        rule = compile_rule(0, line)
+        proto = rule.protocol.value if rule.protocol and not rule.protocol.negated else ""
+        port = rule.dports.value if rule.dports and not rule.dports.negated else ""
+        if not port.isdigit() or proto not in ("tcp", "udp") or not rule.target:
             continue
-        out.append(
-            NodePort(
-                protocol=proto,
-                port=int(port),
-                target=target,
-                destination=opts.get("--to-destination"),
-                service=opts.get("--comment") or f"NodePort {port}",
-            )
+        where = interface or (rule.interface.value if rule.interface else "")
+        probe = Probe("ipv4", proto, int(port), where)
+        if (proto, int(port)) in out or decide(rule, probe, Packet(), Context("nat")) is False:
+            continue
+        comment = next((o.value for o in rule.options if o.name == "--comment"), None)
+        out[proto, int(port)] = NodePort(
+            protocol=proto,
+            port=int(port),
+            target=rule.target,
+            destination=rule.target_arg("--to-destination"),
+            service=comment or f"NodePort {port}",
         )
-    return out
+    return list(out.values())
 
 
 def _present_tables(kind: str, family: str) -> frozenset[str] | None:
@@ -123,33 +144,41 @@ def prefetch(
 
 
 def survey(
-    ipt: Iptables, interface: str, allow: Allowlist, *, skip_allowed: bool = False
+    ipt: Iptables,
+    interface: str,
+    allow: Allowlist,
+    *,
+    skip_allowed: bool = False,
+    budget: float | None = None,
 ) -> list[Finding]:
     """Every listening socket and NodePort, with its reachability on `interface`.
 
     With `skip_allowed` (the check: only what may be visible against the list matters),
     allowlisted and loopback-only services are not evaluated, a NodePort that nothing drops
-    before kube-proxy's DNAT counts as visible without following the DNAT, and owners are
-    looked up only for services found reachable.
+    before kube-proxy's DNAT counts as visible without following the DNAT, owners are
+    looked up only for services found reachable. Reading and walking chains beyond the
+    prefetch is bounded by `budget` seconds: by default CHECK_BUDGET for a one-shot check
+    (`skip_allowed` on a runner with a `memo`), unbounded otherwise (`efa-guard exposure`,
+    the daemon). What is left unevaluated is reported as such, and counted as reachable.
     """
     socks = listeners()
     present = _present(ipt)
-    wanted = prefetch(ipt, present)
-    listings: dict[tuple[str, str, str], str | None] = dict(
-        zip(wanted, ipt.list_many(wanted), strict=True)
-    )
-
-    def fetcher(family: str) -> Evaluator:
-        def fetch(table: str, chain: str) -> list[str] | None:
-            key = (family, table, chain)
-            if key not in listings:
-                listings[key] = ipt.list_many([key])[0]
-            text = listings[key]
-            return text.splitlines() if text is not None else None
-
-        return Evaluator(fetch=fetch, family=family, tables=present[family])
-
-    evaluators: dict[str, Evaluator] = {f: fetcher(f) for f in FAMILIES}
+    if budget is None and skip_allowed and ipt.memo is not None:
+        budget = CHECK_BUDGET
+    reader = ChainReader(ipt, budget=budget)
+    reader.prefetch(prefetch(ipt, present))
+    reader.deadline = None if budget is None else time.monotonic() + budget
+    addresses = local_addresses()
+    evaluators: dict[str, Evaluator] = {
+        f: Evaluator(
+            fetch=reader.fetch(f),
+            family=f,
+            tables=present[f],
+            addresses=addresses,
+            deadline=reader.deadline,
+        )
+        for f in FAMILIES
+    }
     findings: list[Finding] = []
     for sock in socks:
         for family in sock.families:
@@ -171,17 +200,12 @@ def _nodeport_findings(
     ev: Evaluator, family: str, interface: str, allow: Allowlist, *, skip_allowed: bool
 ) -> list[Finding]:
     out = []
-    for np in nodeports(ev.chain("nat", "KUBE-NODEPORTS")):
+    for np in nodeports(ev.chain("nat", "KUBE-NODEPORTS"), interface):
         allowed = allow.allows(np.protocol, np.port)
         if skip_allowed and allowed:
             continue
         probe = Probe(family, np.protocol, np.port, interface)
-        verdict = ev.forwarded(
-            probe,
-            nodeport_target=np.target,
-            destination=np.destination,
-            follow_dnat=not skip_allowed,
-        )
+        verdict = ev.forwarded(probe, follow_dnat=not skip_allowed)
         finding = Finding(
             "nodeport",
             np.protocol,
@@ -192,6 +216,7 @@ def _nodeport_findings(
             verdict.reason,
             allowed,
             service=np.service,
+            evaluated=verdict.evaluated,
         )
         out.append(finding)
     return out
@@ -209,6 +234,7 @@ def _socket_finding(sock: Listener, family: str, verdict: Verdict, *, allowed: b
         verdict.reason,
         allowed,
         service=str(sock.inode),
+        evaluated=verdict.evaluated,
     )
 
 
@@ -228,19 +254,7 @@ def _with_owners(
         if f.kind == "socket":
             inode = inode_of.get(f.service or "")
             pid, name = found.get(inode, (None, None)) if inode is not None else (None, None)
-            named = Finding(
-                f.kind,
-                f.protocol,
-                f.port,
-                f.family,
-                f.address,
-                f.reachable,
-                f.reason,
-                f.allowed,
-                pid,
-                name,
-                None,
-            )
+            named = replace(f, pid=pid, process=name, service=None)
         out.append(named)
     return sorted(out, key=lambda f: (f.protocol, f.port, f.family, f.kind))
 

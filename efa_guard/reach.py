@@ -1,52 +1,41 @@
 """Would a new connection to a port on the management interface get through? Pure.
 
 Walks the built-in chains a packet traverses, as iptables prints them (`-S`), following jumps
-into user chains. Matches it understands are decided; a rule with a match it cannot decide
-(a source address, a mark, a rate limit) is assumed not to match, and if its target would drop
-the packet it is reported as a caveat: "reachable, unless this rule matches".
+into user chains (matches: efa_guard.matches). A rule whose match cannot be decided is
+followed both ways: what it does if it matches is an alternative outcome, tied to that rule;
+the walk goes on as if it did not. The answer is never the safe one while a path is open:
+reachable if any path gets through ("when <rule> matches"), with the drops that might apply
+as caveats ("unless <rule> matches"). State the walk cannot follow both ways (a mark set
+under an undecidable match) becomes unknown, so the walk stays linear in the rules.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
-import shlex
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
-from efa_guard.policy import interface_matches
+from efa_guard.matches import Context, Hit, Packet, Probe, decide, marked
+from efa_guard.ruletext import Chain, Rule, compile_chain
 
-# (table, chain) -> the chain's `-S` listing lines, or None when it does not exist.
+__all__ = ["Evaluator", "Fetch", "Hit", "NotEvaluatedError", "Probe", "Verdict"]
+
+# (table, chain) -> the chain's `-S` listing lines, or None when it does not exist. It may
+# raise NotEvaluatedError (a budget ran out before the chain could be read).
 Fetch = Callable[[str, str], list[str] | None]
 
 TERMINAL_DROP = frozenset({"DROP", "REJECT"})
+_ENDS = frozenset({"ACCEPT", "DROP", "REJECT", "DNAT"})
 _MAX_DEPTH = 32
-_NO_VALUE = frozenset({"--syn", "--rcheck", "--update", "--set", "--remove"})
+_SHOWN = 3  # caveats named in a reason
+_PRE = (("raw", "PREROUTING"), ("mangle", "PREROUTING"))
 
 
-@dataclass(frozen=True)
-class Probe:
-    """The first packet of a connection from outside, arriving on `interface`."""
-
-    family: str
-    protocol: str
-    port: int
-    interface: str
-    destination: str | None = None  # known after a DNAT; the node's address is not
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A rule (or chain policy) that decided, or might decide, a packet's fate."""
-
-    table: str
-    chain: str
-    position: int  # 0 for the chain policy
-    rule: str
-
-    def describe(self, family: str) -> str:
-        """`ipv4 filter/EFA_INPUT rule 1: -A ...`."""
-        where = f"rule {self.position}" if self.position else "policy"
-        return f"{family} {self.table}/{self.chain} {where}: {self.rule}"
+class NotEvaluatedError(Exception):
+    """The walk stopped before it could decide (a time budget ran out)."""
 
 
 @dataclass(frozen=True)
@@ -57,271 +46,256 @@ class Verdict:
     reason: str
     by: Hit | None = None
     caveats: tuple[Hit, ...] = ()
+    evaluated: bool = True  # False: not evaluated within the budget (reported reachable)
 
 
-@dataclass
-class _Walk:
-    action: str  # ACCEPT, DROP, REJECT, RETURN, END, DNAT
-    hit: Hit | None = None
+@dataclass(frozen=True)
+class _End:
+    action: str  # ACCEPT, DROP, REJECT, DNAT
+    hit: Hit
+    packet: Packet
     dnat: str | None = None
 
 
 @dataclass
+class _Flow:
+    ends: list[_End]
+    through: Packet | None  # what falls off the end or RETURNs (merged); None: nothing
+
+
+@dataclass
+class _Path:
+    closed: list[_End]
+    open: Packet | None
+
+
+def _merge(a: Packet | None, b: Packet | None) -> Packet | None:
+    """One packet standing for both paths: what differs becomes unknown."""
+    if a is None or b is None:
+        return a or b
+    return Packet(
+        mark=a.mark if a.mark == b.mark else None,
+        untracked=a.untracked if a.untracked == b.untracked else None,
+        dnat=a.dnat or b.dnat,
+        conds=a.conds if len(a.conds) <= len(b.conds) else b.conds,
+    )
+
+
+@dataclass
 class Evaluator:
-    """Evaluates probes against one family's rules, fetching chains lazily."""
+    """Evaluates probes against one family's rules, reading and compiling chains lazily."""
 
     fetch: Fetch
     family: str
     tables: frozenset[str] | None = None  # tables known to exist; None: ask fetch
-    _cache: dict[tuple[str, str], list[str] | None] = field(default_factory=dict)
-    _caveats: list[Hit] = field(default_factory=list)
-    _maybe_accept: list[Hit] = field(default_factory=list)
-    _untracked: bool = False  # a raw-table NOTRACK matched: conntrack state is UNTRACKED
+    addresses: frozenset[str] | None = None  # the node's own non-loopback addresses
+    deadline: float | None = None  # time.monotonic() after which a walk gives up
+    _listings: dict[tuple[str, str], list[str] | None] = field(default_factory=dict)
+    _compiled: dict[tuple[str, str], Chain | None] = field(default_factory=dict)
+    _steps: int = 0
 
     def chain(self, table: str, chain: str) -> list[str] | None:
         """A chain's listing, cached."""
         if self.tables is not None and table not in self.tables:
             return None
         key = (table, chain)
-        if key not in self._cache:
-            self._cache[key] = self.fetch(table, chain)
-        return self._cache[key]
+        if key not in self._listings:
+            self._listings[key] = self.fetch(table, chain)
+        return self._listings[key]
+
+    def compiled(self, table: str, chain: str) -> Chain | None:
+        """A chain's rules, compiled once."""
+        key = (table, chain)
+        if key not in self._compiled:
+            listing = self.chain(table, chain)
+            self._compiled[key] = None if listing is None else compile_chain(chain, listing)
+        return self._compiled[key]
 
     # -- the paths -----------------------------------------------------------------------
 
     def local(self, probe: Probe) -> Verdict:
         """A connection to a socket of this host: raw, mangle PREROUTING; mangle, filter INPUT."""
-        self._reset()
-        path = (
-            ("raw", "PREROUTING"),
-            ("mangle", "PREROUTING"),
-            ("mangle", "INPUT"),
-            ("filter", "INPUT"),
-        )
-        return self._path(path, probe, "no rule drops it")
+        chains = (*_PRE, ("mangle", "INPUT"), ("filter", "INPUT"))
+        try:
+            with _no_gc():
+                path = self._path(chains, probe, Packet())
+        except NotEvaluatedError as e:
+            return _not_evaluated(e)
+        return self._verdict(path, "no rule drops it")
 
-    def forwarded(
-        self,
-        probe: Probe,
-        *,
-        nodeport_target: str | None,
-        destination: str | None = None,
-        follow_dnat: bool = True,
-    ) -> Verdict:
-        """A NodePort: raw, mangle PREROUTING, kube-proxy's DNAT, then FORWARD to the pod.
+    def forwarded(self, probe: Probe, *, follow_dnat: bool = True) -> Verdict:
+        """A NodePort: raw, mangle PREROUTING, kube-proxy's KUBE-NODEPORTS, then to the pod.
 
         Without `follow_dnat` it stops before the DNAT: what nothing drops there counts as
         reachable (following kube-proxy's chains costs a whole-table copy per chain on legacy).
         """
-        self._reset()
-        pre = self._path((("raw", "PREROUTING"), ("mangle", "PREROUTING")), probe, "")
-        if not pre.reachable:
-            return pre
-        if not follow_dnat:
-            reason = "nothing drops it before kube-proxy's DNAT"
-            return Verdict(reachable=True, reason=reason, caveats=pre.caveats)
-        if nodeport_target is None:
+        try:
+            with _no_gc():
+                return self._forwarded(probe, follow_dnat=follow_dnat)
+        except NotEvaluatedError as e:
+            return _not_evaluated(e)
+
+    def _forwarded(self, probe: Probe, *, follow_dnat: bool) -> Verdict:
+        pre = self._path(_PRE, probe, Packet())
+        if pre.open is None or not follow_dnat:
+            return self._verdict(pre, "nothing drops it before kube-proxy's DNAT")
+        nat = self._walk("nat", "KUBE-NODEPORTS", probe, pre.open, 0)
+        dnats = [e for e in nat.ends if e.action == "DNAT" and e.dnat]
+        if not dnats:
             return Verdict(
-                reachable=False, reason="no DNAT for this port in kube-proxy's KUBE-NODEPORTS"
+                reachable=False, reason="kube-proxy's KUBE-NODEPORTS has no endpoint for it"
             )
-        dest = destination if nodeport_target == "DNAT" else self._dnat(probe, nodeport_target)
-        if dest is None:
-            return Verdict(
-                reachable=False, reason=f"kube-proxy's {nodeport_target} has no endpoint for it"
-            )
-        address, _, port = dest.rpartition(":")
+        judged = [(e, self._after_dnat(probe, e, pre.closed)) for e in dnats]
+        # An open path first, an unconditional one (kube-proxy's own choice) before others.
+        judged.sort(key=lambda ev: (not ev[1].reachable, len(ev[0].packet.conds)))
+        return judged[0][1]
+
+    def _after_dnat(self, probe: Probe, dnat: _End, closed: list[_End]) -> Verdict:
+        dest = dnat.dnat or ""
+        address, _, port = (
+            dest.rpartition(":") if "]" in dest or dest.count(":") == 1 else (dest, "", "")
+        )
         address = address.strip("[]")
+        try:
+            known: str | None = str(ipaddress.ip_address(address))
+        except ValueError:
+            known = None  # a range, or a port-only DNAT: the destination stays unknown
         after = Probe(
             probe.family,
             probe.protocol,
             int(port) if port.isdigit() else probe.port,
             probe.interface,
-            address or None,
+            known,
         )
-        if address and ipaddress.ip_address(address).is_loopback:
-            path = (("mangle", "INPUT"), ("filter", "INPUT"))
-        else:
-            path = (("mangle", "FORWARD"), ("filter", "FORWARD"))
-        verdict = self._path(path, after, f"DNAT to {dest}, forwarded")
-        caveats = pre.caveats + verdict.caveats
-        return Verdict(
-            reachable=verdict.reachable, reason=verdict.reason, by=verdict.by, caveats=caveats
-        )
+        chains = (("mangle", "FORWARD"), ("filter", "FORWARD"))
+        if known is not None and ipaddress.ip_address(known).is_loopback:
+            chains = (("mangle", "INPUT"), ("filter", "INPUT"))
+        packet = replace(dnat.packet, dnat=True)
+        path = self._path(chains, after, packet)
+        path.closed[:0] = closed
+        return self._verdict(path, f"DNAT to {dest}, forwarded")
 
     # -- internals -----------------------------------------------------------------------
 
-    def _path(self, path: tuple[tuple[str, str], ...], probe: Probe, ok: str) -> Verdict:
-        for table, chain in path:
-            listing = self.chain(table, chain)
-            if listing is None:
-                continue
-            result = self._walk(table, chain, probe, 0)
-            if result.action in TERMINAL_DROP:
-                return self._dropped(result.hit)
-            if result.action in ("END", "RETURN"):
-                policy = _policy(listing, chain)
-                if policy in TERMINAL_DROP:
-                    return self._dropped(Hit(table, chain, 0, f"-P {chain} {policy}"))
-        reason = ok
-        if self._caveats:
-            reason += " (unless " + "; ".join(c.describe(self.family) for c in self._caveats) + ")"
-        return Verdict(reachable=True, reason=reason, caveats=tuple(self._caveats))
+    def _verdict(self, path: _Path, ok: str) -> Verdict:
+        fam = self.family
+        main = min(path.closed, key=lambda e: len(e.packet.conds), default=None)
+        if path.open is None:
+            if main is None:
+                return Verdict(reachable=False, reason="no path gets through")
+            return Verdict(
+                reachable=False, reason=f"dropped by {main.hit.describe(fam)}", by=main.hit
+            )
+        if path.open.conds:
+            cond = path.open.conds[0]
+            reason = f"reachable when {cond.describe(fam)} matches ({ok})"
+            if main is not None and not main.packet.conds:
+                reason += f"; otherwise dropped by {main.hit.describe(fam)}"
+            return Verdict(reachable=True, reason=reason, caveats=path.open.conds)
+        caveats = tuple(dict.fromkeys(e.packet.conds[-1] for e in path.closed if e.packet.conds))
+        if caveats:
+            named = "; ".join(c.describe(fam) for c in caveats[:_SHOWN])
+            more = f"; and {len(caveats) - _SHOWN} more" if len(caveats) > _SHOWN else ""
+            ok += f" (unless {named}{more})"
+        return Verdict(reachable=True, reason=ok, caveats=caveats)
 
-    def _reset(self) -> None:
-        self._caveats, self._maybe_accept, self._untracked = [], [], False
-
-    def _dropped(self, hit: Hit | None) -> Verdict:
-        reason = f"dropped by {hit.describe(self.family)}" if hit else "dropped"
-        if self._maybe_accept:
-            first = "; ".join(h.describe(self.family) for h in self._maybe_accept)
-            reason += f" (unless accepted first by {first})"
-        return Verdict(reachable=False, reason=reason, by=hit, caveats=tuple(self._caveats))
-
-    def _walk(  # noqa: C901, PLR0911, PLR0912 - one branch per kind of target
-        self, table: str, chain: str, probe: Probe, depth: int
-    ) -> _Walk:
-        listing = self.chain(table, chain)
-        if listing is None or depth > _MAX_DEPTH:
-            return _Walk("END")
-        position = 0
-        for line in listing:
-            if not line.startswith(f"-A {chain} "):
+    def _path(self, chains: tuple[tuple[str, str], ...], probe: Probe, pkt: Packet) -> _Path:
+        closed: list[_End] = []
+        live: Packet | None = pkt
+        for table, name in chains:
+            if live is None:
+                break
+            chain = self.compiled(table, name)
+            if chain is None:
                 continue
-            position += 1
-            tokens = shlex.split(line)[2:]
-            matched, target, goto, args = _match(tokens, probe, table, untracked=self._untracked)
-            if matched is False or target is None:
+            flow = self._walk(table, name, probe, live, 0)
+            closed += [e for e in flow.ends if e.action in TERMINAL_DROP]
+            live = None
+            for e in flow.ends:
+                if e.action == "ACCEPT":  # ends this table's chain, not the packet's path
+                    live = _merge(live, e.packet)
+            through = flow.through
+            if through is not None and chain.policy in TERMINAL_DROP:
+                policy = Hit(table, name, 0, f"-P {name} {chain.policy}")
+                closed.append(_End(chain.policy, policy, through))
+                through = None
+            live = _merge(live, through)
+        return _Path(closed, live)
+
+    def _walk(self, table: str, name: str, probe: Probe, pkt: Packet, depth: int) -> _Flow:
+        chain = self.compiled(table, name)
+        if chain is None or depth > _MAX_DEPTH:
+            return _Flow([], pkt)
+        ctx = Context(table, self.addresses)
+        ends: list[_End] = []
+        live, returned = pkt, None
+        for index in range(len(chain)):
+            self._tick()
+            rule = chain.rule(index)
+            matched = decide(rule, probe, live, ctx)
+            if matched is False or rule.target is None:
                 continue
-            hit = Hit(table, chain, position, line)
+            hit = Hit(table, name, rule.position, rule.line)
             if matched is None:
-                if target in TERMINAL_DROP:
-                    self._caveats.append(hit)
-                elif target == "ACCEPT":
-                    self._maybe_accept.append(hit)
+                branch = replace(live, conds=(*live.conds, hit))
+                sub_ends, cont, ret = self._apply(rule, hit, probe, branch, depth)
+                ends += sub_ends
+                live = _merge(live, cont) or live
+                returned = _merge(returned, ret)
                 continue
-            if target == "NOTRACK" or (target == "CT" and "--notrack" in args):
-                self._untracked = True  # later `--ctstate NEW` will not match
-                continue
-            if target == "ACCEPT" or target in TERMINAL_DROP:
-                return _Walk(target, hit)
-            if target == "RETURN":
-                return _Walk("RETURN", hit)
-            if target == "DNAT":
-                return _Walk("DNAT", hit, _arg(args, "--to-destination"))
-            if self.chain(table, target) is not None:
-                sub = self._walk(table, target, probe, depth + 1)
-                if sub.action in ("ACCEPT", "DROP", "REJECT", "DNAT"):
-                    return sub
-                if goto:
-                    return _Walk("RETURN", hit)
-        return _Walk("END")
+            sub_ends, cont, ret = self._apply(rule, hit, probe, live, depth)
+            ends += sub_ends
+            if cont is None:
+                return _Flow(ends, _merge(returned, ret))
+            live = cont
+        return _Flow(ends, _merge(returned, live))
 
-    def _dnat(self, probe: Probe, target: str) -> str | None:
-        result = self._walk("nat", target, probe, 0)
-        return result.dnat if result.action == "DNAT" else None
+    def _apply(  # noqa: PLR0911 - one return per kind of target
+        self, rule: Rule, hit: Hit, probe: Probe, pkt: Packet, depth: int
+    ) -> tuple[list[_End], Packet | None, Packet | None]:
+        """(outcomes that end the walk, the packet going on in this chain, the one returning)."""
+        target = rule.target or ""
+        if target in _ENDS:
+            return [_End(target, hit, pkt, rule.target_arg("--to-destination"))], None, None
+        if target == "RETURN":
+            return [], None, pkt
+        if target == "NOTRACK" or (target == "CT" and "--notrack" in rule.target_args):
+            return [], replace(pkt, untracked=True), None  # `--ctstate NEW` will not match
+        if target == "MARK":
+            return [], replace(pkt, mark=marked(rule, pkt.mark)), None
+        if target == "CONNMARK" and "--restore-mark" in rule.target_args:
+            return [], replace(pkt, mark=None), None
+        if self.compiled(hit.table, target) is None:
+            return [], pkt, None  # LOG, MASQUERADE, ...: the packet goes on
+        flow = self._walk(hit.table, target, probe, pkt, depth + 1)
+        if rule.goto:
+            return flow.ends, None, flow.through
+        return flow.ends, flow.through, None
 
-
-def _policy(listing: list[str], chain: str) -> str:
-    for line in listing:
-        parts = line.split()
-        if parts[:2] == ["-P", chain] and len(parts) > 2:
-            return parts[2]
-    return "ACCEPT"
-
-
-def _arg(args: list[str], name: str) -> str | None:
-    for i, tok in enumerate(args[:-1]):
-        if tok == name:
-            return args[i + 1]
-    return None
-
-
-def _ports(spec: str, port: int) -> bool:
-    for part in spec.split(","):
-        first, _, last = part.partition(":")
-        low = int(first) if first else 0
-        high = int(last) if last else (65535 if part.endswith(":") else low)
-        if low <= port <= high:
-            return True
-    return False
+    def _tick(self) -> None:
+        self._steps += 1
+        late = self.deadline is not None and time.monotonic() > self.deadline
+        if not self._steps & 0x3FF and late:
+            msg = f"the time budget ran out after {self._steps} rules"
+            raise NotEvaluatedError(msg)
 
 
-def _proto(value: str, protocol: str) -> bool:
-    numbers = {"tcp": "6", "udp": "17"}
-    return value in ("all", "0", protocol, numbers.get(protocol, ""))
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Hold the cyclic GC off while walking.
 
-
-def _net(value: str, known: str | None = None) -> bool | None:
-    """A destination match: loopback never arrives on an interface; 0/0 always matches."""
+    Compiling tens of thousands of rules creates objects in no cycle; they would trigger
+    full collections over a growing heap.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        net = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return None
-    if net.prefixlen == 0:
-        return True
-    if known is not None:
-        return ipaddress.ip_address(known) in net
-    if net.is_loopback:
-        return False
-    return None
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
-def _match(  # noqa: C901, PLR0912, PLR0915 - one flat decision per iptables option reads best
-    tokens: list[str], probe: Probe, table: str, *, untracked: bool = False
-) -> tuple[bool | None, str | None, bool, list[str]]:
-    """(matched: True/False/None=unknown, target, is goto, target args)."""
-    result: bool | None = True
-    target: str | None = None
-    goto = False
-    negate = False
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        value = tokens[i + 1] if i + 1 < len(tokens) else ""
-        step = 2
-        r: bool | None
-        if tok == "!":
-            negate = True
-            i += 1
-            continue
-        if tok in ("-j", "--jump", "-g", "--goto"):
-            target, goto = value, tok in ("-g", "--goto")
-            return result, target, goto, tokens[i + 2 :]
-        if tok in ("-i", "--in-interface"):
-            r = interface_matches(probe.interface, value)
-        elif tok in ("-p", "--protocol"):
-            r = _proto(value, probe.protocol)
-        elif tok in ("-s", "--source"):
-            r = True if _net(value) is True else None
-        elif tok in ("-d", "--destination"):
-            r = _net(value, probe.destination)
-        elif tok in ("-m", "--match"):
-            r = True
-        elif tok in ("--dport", "--destination-port", "--dports", "--destination-ports", "--ports"):
-            r = _ports(value, probe.port)
-        elif tok in ("--ctstate", "--state"):
-            state = "UNTRACKED" if untracked else "NEW"
-            r = None if table == "raw" else state in value.split(",")
-        elif tok == "--comment":
-            r = True
-        elif tok == "--dst-type":
-            r = "LOCAL" in value.split(",")
-        elif tok == "--syn":
-            r, step = probe.protocol == "tcp", 1
-        elif tok in _NO_VALUE:
-            r, step = None, 1
-        elif tok.startswith("-"):
-            r = None  # a match we do not decide (source port, mark, limit, set, ...)
-            if not value or value.startswith("-") or value == "!":
-                step = 1
-        else:
-            r, step = None, 1
-        if negate and r is not None:
-            r = not r
-        negate = False
-        if r is False:
-            result = False
-        elif r is None and result is True:
-            result = None
-        i += step
-    return result, target, goto, []
+def _not_evaluated(e: NotEvaluatedError) -> Verdict:
+    reason = f"not evaluated ({e}): counted as reachable; `efa-guard exposure` walks every rule"
+    return Verdict(reachable=True, reason=reason, evaluated=False)

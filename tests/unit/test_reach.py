@@ -120,10 +120,10 @@ def test_nodeports_are_parsed_and_followed_to_the_pod() -> None:
     found = {n.port: n for n in nodeports(ev.chain("nat", "KUBE-NODEPORTS"))}
     assert set(found) == {31672, 30080}
     assert found[31672].service == "ns/rabbit:amqp"
-    rabbit = ev.forwarded(tcp(31672), nodeport_target=found[31672].target)
+    rabbit = ev.forwarded(tcp(31672))
     assert not rabbit.reachable
     assert "raw/EFA_NODEPORTS rule 1" in rabbit.reason
-    web = ev.forwarded(tcp(30080), nodeport_target=found[30080].target)
+    web = ev.forwarded(tcp(30080))
     assert web.reachable
     assert web.reason == "DNAT to 10.244.1.5:80, forwarded"
 
@@ -134,10 +134,14 @@ def test_forward_policy_drop_is_a_verdict() -> None:
         "-N KUBE-EXT-X",
         "-A KUBE-EXT-X -p tcp -j DNAT --to-destination 10.244.9.9:80",
     ]
+    RULES[("nat", "KUBE-NODEPORTS")].append(
+        "-A KUBE-NODEPORTS -p tcp -m tcp --dport 30090 -j KUBE-EXT-X"
+    )
     try:
-        v = evaluator().forwarded(tcp(30090), nodeport_target="KUBE-EXT-X")
+        v = evaluator().forwarded(tcp(30090))
     finally:
         del RULES[("nat", "KUBE-EXT-X")]
+        RULES[("nat", "KUBE-NODEPORTS")].pop()
     assert not v.reachable
     assert v.reason == "dropped by ipv4 filter/FORWARD policy: -P FORWARD DROP"
 
@@ -145,10 +149,8 @@ def test_forward_policy_drop_is_a_verdict() -> None:
 def test_shallow_nodeport_stops_before_the_dnat() -> None:
     """The check's shallow mode: not dropped before the DNAT counts as reachable."""
     ev = evaluator()
-    assert not ev.forwarded(
-        tcp(31672), nodeport_target="KUBE-EXT-RABBIT", follow_dnat=False
-    ).reachable
-    v = ev.forwarded(tcp(30080), nodeport_target="KUBE-EXT-WEB", follow_dnat=False)
+    assert not ev.forwarded(tcp(31672), follow_dnat=False).reachable
+    v = ev.forwarded(tcp(30080), follow_dnat=False)
     assert v.reachable
     assert v.reason == "nothing drops it before kube-proxy's DNAT"
 
@@ -165,12 +167,53 @@ def test_notrack_in_raw_defeats_a_ctstate_new_drop() -> None:
     assert not w.reachable
 
 
-def test_an_undecidable_accept_before_the_drop_is_named() -> None:
-    """An ACCEPT on a mark we cannot know, before the drop: still dropped, but said so."""
-    RULES[("filter", "INPUT")].insert(1, "-A INPUT -m mark --mark 0x4000/0x4000 -j ACCEPT")
+def test_an_undecidable_accept_before_the_drop_opens_a_path() -> None:
+    """An ACCEPT on a source we cannot know, before the drop: reachable when it matches."""
+    RULES[("filter", "INPUT")].insert(1, "-A INPUT -s 10.0.0.0/8 -j ACCEPT")
     try:
         v = evaluator().local(tcp(3306))
     finally:
         RULES[("filter", "INPUT")].pop(1)
-    assert not v.reachable
-    assert "unless accepted first by ipv4 filter/INPUT rule 1" in v.reason
+    assert v.reachable
+    assert v.reason.startswith("reachable when ipv4 filter/INPUT rule 1: -A INPUT -s 10.0.0.0/8")
+    assert "; otherwise dropped by ipv4 filter/EFA_INPUT rule 1" in v.reason
+    assert [c.position for c in v.caveats] == [1]
+
+
+def test_the_mark_is_followed_from_zero() -> None:
+    """A packet arrives with mark 0: `--mark 0x4000` misses until a MARK rule sets it."""
+    accept = "-A INPUT -m mark --mark 0x4000/0x4000 -j ACCEPT"
+    mark = "-A PREROUTING -p tcp -m tcp --dport 3306 -j MARK --set-xmark 0x4000/0x4000"
+    RULES[("filter", "INPUT")].insert(1, accept)
+    try:
+        unmarked = evaluator().local(tcp(3306))
+        RULES[("raw", "PREROUTING")].append(mark)
+        marked = evaluator().local(tcp(3306))
+        other = evaluator().local(tcp(3307))
+    finally:
+        RULES[("filter", "INPUT")].pop(1)
+        RULES[("raw", "PREROUTING")].remove(mark)
+    assert not unmarked.reachable
+    assert marked.reachable
+    assert not other.reachable
+
+
+def test_dnat_destinations_in_every_form() -> None:
+    """IPv4 with port, bare IPv6, a range, a port alone: each judged, none crashes the walk."""
+    # FORWARD accepts 10.244.1.5 only; an unknown destination meets that ACCEPT undecided.
+    unknown = "reachable when ipv4 filter/FORWARD rule 1: -A FORWARD -d 10.244.1.5/32 -j ACCEPT"
+    for dest, reachable, reason in (
+        ("10.244.1.5:80", True, "DNAT to 10.244.1.5:80, forwarded"),
+        ("fd00::5", False, "dropped by ipv4 filter/FORWARD policy: -P FORWARD DROP"),
+        ("10.244.1.5-10.244.1.9:80", True, unknown),
+        (":8080", True, unknown),
+    ):
+        RULES[("nat", "KUBE-NODEPORTS")].append(
+            f"-A KUBE-NODEPORTS -p tcp -m tcp --dport 30095 -j DNAT --to-destination {dest}"
+        )
+        try:
+            v = evaluator().forwarded(tcp(30095))
+        finally:
+            RULES[("nat", "KUBE-NODEPORTS")].pop()
+        assert v.reachable is reachable, dest
+        assert v.reason.startswith(reason), (dest, v.reason)
