@@ -11,11 +11,12 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nspawn import Container, container
+from nspawn import Container
+from pkgbox import active, check, deb, installed, prop, wait_for
 from support import REPO, need
 
 pytestmark = pytest.mark.system
@@ -24,58 +25,11 @@ UNIT = REPO / "packaging" / "debian" / "efa-guard.service"
 CORRECTED = "90ce71a381474c89b36fb4b3755e87cd"
 
 
-def deb() -> Path:
-    """The package `make deb` built."""
-    found = sorted((REPO / "dist").glob("efa-guard_*_all.deb"))
-    need(bool(found), "no dist/efa-guard_*_all.deb: run `make deb` first")
-    return found[-1]
-
-
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    """Poll until predicate() is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     """A booted container in a fresh network namespace with the package installed."""
-    for tool in ("systemd-nspawn", "debootstrap", "nsenter", "ip"):
-        need(shutil.which(tool) is not None, f"{tool} is not installed")
-    package = deb()
-    netns = f"efa-s-{int(time.time() * 1000) % 1_000_000}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    try:
-        # The management interface the policy names (rules on a missing one match nothing).
-        # (a veth pair: this kernel may have no dummy driver)
-        argv = ["ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]
-        subprocess.run(argv, check=True)
-        with container(netns, tmp_path_factory.mktemp("nspawn")) as c:
-            c.boot()
-            shutil.copy(package, c.root / "root" / package.name)
-            c.run(["apt-get", "install", "-y", f"/root/{package.name}"], timeout=300)
-            yield c
-    finally:
-        subprocess.run(["ip", "netns", "delete", netns], check=False)
-
-
-def active(c: Container) -> bool:
-    """Whether the service is active."""
-    return c.run(["systemctl", "is-active", "efa-guard"], check=False).stdout.strip() == "active"
-
-
-def prop(c: Container, unit: str, name: str) -> str:
-    """One property of a unit."""
-    return c.run(["systemctl", "show", "-P", name, unit]).stdout.strip()
-
-
-def check(c: Container) -> subprocess.CompletedProcess[str]:
-    """`efa-guard check` inside the container."""
-    return c.run(["efa-guard", "check"], check=False)
+    with installed(tmp_path_factory.mktemp("nspawn")) as c:
+        yield c
 
 
 def test_unit_exposure_is_low() -> None:
@@ -135,16 +89,21 @@ def test_tamper_is_corrected_and_journaled(box: Container) -> None:
     assert history[-1]["trigger"] == "rule-change"
 
 
-def test_check_is_critical_while_the_service_is_stopped(box: Container) -> None:
-    """Stopped: the policy stays (check 0); a tamper then makes check exit 2; start fixes it."""
+def test_check_warns_while_the_service_is_stopped(box: Container) -> None:
+    """Stopped: the policy stays but check warns (1) that no daemon runs; a tamper makes it 2."""
     box.run(["systemctl", "stop", "efa-guard"])
-    assert check(box).returncode == 0
+    warning = check(box)
+    assert warning.returncode == 1, warning.stdout
+    assert warning.stdout.startswith("EFA-GUARD WARNING"), warning.stdout
+    assert "efa-guard.service is enabled but no daemon is running" in warning.stdout
+    assert "-A INPUT -j EFA_INPUT" in box.run(["iptables", "-S", "INPUT"]).stdout
     box.run(["iptables", "-D", "INPUT", "-j", "EFA_INPUT"])
     critical = check(box)
     assert critical.returncode == 2
     assert "jump missing" in critical.stdout
     box.run(["systemctl", "start", "efa-guard"])
-    assert check(box).returncode == 0
+    ok = check(box)
+    assert ok.returncode == 0, ok.stdout
 
 
 def test_sigkill_is_restarted(box: Container) -> None:
