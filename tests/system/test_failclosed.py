@@ -164,6 +164,9 @@ def test_broken_file_and_reboot_enforce_before_network_pre(box: Container) -> No
     assert seen[1:2] == ["-A INPUT -j EFA_INPUT"], seen
     assert box.run(["cat", "/run/probe.chain"]).stdout.count("-j DROP") == 4
     assert state(box)["config_source"] == "last-known-good"
+    status = prop(box, "efa-guard", "StatusText")
+    assert status.startswith("LAST-KNOWN-GOOD policy enforced"), status
+    assert KEY in status
     warning = check(box)
     assert warning.returncode == 1, warning.stdout
     assert KEY in warning.stdout
@@ -185,6 +188,8 @@ def test_reload_of_a_broken_file_fails_and_says_why(box: Container) -> None:
     assert reload.returncode != 0, reload.stdout + reload.stderr
     out = box.run(["journalctl", "-u", "efa-guard", f"--after-cursor={cursor}", "-o", "cat"])
     assert f"not reloaded, the file is invalid: {CONFIG}: {KEY}:" in out.stdout, out.stdout
+    shown = box.run(["systemctl", "status", "--no-pager", "-n", "20", "efa-guard"], check=False)
+    assert f"{CONFIG}: {KEY}:" in shown.stdout, shown.stdout
     assert active(box)
     assert prop(box, "efa-guard", "MainPID") == pid
     assert shipped_policy_in_kernel(box)
@@ -221,6 +226,8 @@ def test_no_usable_config_exits_6_without_restarting(box: Container) -> None:
     assert prop(box, "efa-guard", "ExecMainStatus") == "6"
     assert prop(box, "efa-guard", "NRestarts") == "0"
     assert prop(box, "efa-guard", "ActiveState") == "failed"
+    shown = box.run(["systemctl", "status", "--no-pager", "efa-guard"], check=False)
+    assert "status=6/NOTCONFIGURED" in shown.stdout, shown.stdout
     argv = ["journalctl", "-u", "efa-guard", "-o", "json", "EFA_EVENT=cannot_start"]
     [event] = [json.loads(line) for line in box.run(argv).stdout.splitlines() if line.strip()]
     assert event["KEY"] == KEY
