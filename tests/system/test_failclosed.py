@@ -215,6 +215,27 @@ def test_reload_of_a_good_file_returns_once_the_policy_is_verified(box: Containe
     assert ok.returncode == 0, ok.stdout
 
 
+def test_no_iptables_exits_6_without_restarting(box: Container) -> None:
+    """Without the iptables binaries the unit fails once with 6/NOTCONFIGURED; no restart loop."""
+    box.run(["systemctl", "stop", "efa-guard"])
+    tools = ("/usr/sbin/xtables-nft-multi", "/usr/sbin/xtables-legacy-multi")
+    box.run(["mkdir", "-p", "/root/aside"])
+    box.run(["mv", *tools, "/root/aside/"])
+    try:
+        start = box.run(["systemctl", "start", "efa-guard"], check=False)
+        assert start.returncode != 0
+        time.sleep(3)  # RestartSec=1s: a restart would have happened by now
+        assert prop(box, "efa-guard", "ExecMainStatus") == "6"
+        assert prop(box, "efa-guard", "NRestarts") == "0"
+        assert prop(box, "efa-guard", "ActiveState") == "failed"
+        shown = box.run(["systemctl", "status", "--no-pager", "efa-guard"], check=False)
+        assert "cannot start: iptables-nft not found" in shown.stdout, shown.stdout
+    finally:
+        box.run(["sh", "-c", "mv /root/aside/* /usr/sbin/"])
+    box.run(["systemctl", "start", "efa-guard"])
+    assert check(box).returncode == 0
+
+
 def test_no_usable_config_exits_6_without_restarting(box: Container) -> None:
     """Broken file, no last-known-good, no shipped default: exit 6, and systemd does not loop."""
     put(box, broken(box))
@@ -229,5 +250,6 @@ def test_no_usable_config_exits_6_without_restarting(box: Container) -> None:
     shown = box.run(["systemctl", "status", "--no-pager", "efa-guard"], check=False)
     assert "status=6/NOTCONFIGURED" in shown.stdout, shown.stdout
     argv = ["journalctl", "-u", "efa-guard", "-o", "json", "EFA_EVENT=cannot_start"]
-    [event] = [json.loads(line) for line in box.run(argv).stdout.splitlines() if line.strip()]
-    assert event["KEY"] == KEY
+    events = [json.loads(line) for line in box.run(argv).stdout.splitlines() if line.strip()]
+    assert events[-1]["KEY"] == KEY
+    assert events[-1]["PRIORITY"] == "2"
