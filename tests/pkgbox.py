@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import time
@@ -78,3 +79,38 @@ def prop(c: Container, unit: str, name: str) -> str:
 def check(c: Container) -> subprocess.CompletedProcess[str]:
     """`efa-guard check` inside the container."""
     return c.run(["efa-guard", "check"], check=False)
+
+
+WATCH = r"""
+import subprocess, sys, time
+end = time.monotonic() + float(sys.argv[1])
+gaps = 0
+while time.monotonic() < end:
+    head = subprocess.run(["iptables", "-w", "-S", "INPUT", "1"], capture_output=True, text=True)
+    own = subprocess.run(["iptables", "-w", "-S", "EFA_INPUT"], capture_output=True, text=True)
+    if head.stdout.strip() != "-A INPUT -j EFA_INPUT" or own.stdout.count("-j DROP") < 4:
+        gaps += 1
+print(gaps)
+"""
+
+
+def watcher(c: Container, seconds: float) -> subprocess.Popen[str]:
+    """Samples the policy in the container for `seconds`, then prints how often it was missing."""
+    argv = ["nsenter", f"--target={c.leader}", "--all", "--", "python3", "-c", WATCH, str(seconds)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+
+def upgrade_package(c: Container, tmp: Path) -> str:
+    """The same package with its version bumped: an upgrade."""
+    work = tmp / "repack"
+    subprocess.run(["dpkg-deb", "-R", str(deb()), str(work)], check=True)
+    control = work / "DEBIAN" / "control"
+    text = control.read_text()
+    version = re.search(r"(?m)^Version: (\S+)$", text)
+    assert version
+    control.write_text(text.replace(version.group(0), f"Version: {version.group(1)}+1"))
+    name = f"efa-guard_{version.group(1)}+1_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "-b", str(work), str(c.root / "root" / name)], check=True, capture_output=True
+    )
+    return name

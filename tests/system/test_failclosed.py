@@ -10,10 +10,11 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from nspawn import Container
-from pkgbox import active, check, installed, prop, wait_for
+from pkgbox import active, check, installed, prop, upgrade_package, wait_for, watcher
 
 pytestmark = pytest.mark.system
 
@@ -213,6 +214,34 @@ def test_reload_of_a_good_file_returns_once_the_policy_is_verified(box: Containe
     assert published["config_sha256"] == want
     ok = check(box)
     assert ok.returncode == 0, ok.stdout
+
+
+def test_upgrade_with_a_broken_file_keeps_the_last_known_good(
+    box: Container, tmp_path: Path
+) -> None:
+    """An upgrade restarts the daemon onto the last-known-good; dpkg succeeds, no gap."""
+    verified = state(box)["verified_sha256"]
+    put(box, broken(box))
+    pid = prop(box, "efa-guard", "MainPID")
+    seen = len(fallback_events(box))
+    newer = upgrade_package(box, tmp_path)
+    watch = watcher(box, 8)
+    time.sleep(0.5)
+    box.run(["apt-get", "install", "-y", f"/root/{newer}"], timeout=300)
+    out, _ = watch.communicate(timeout=60)
+    assert out.strip() == "0", f"the policy was missing {out.strip()} times"
+    assert prop(box, "efa-guard", "MainPID") != pid, "the daemon was not restarted"
+    assert active(box)
+    published = state(box)
+    assert published["config_source"] == "last-known-good"
+    assert published["config_sha256"] == verified
+    assert NEW_PORT in box.run(["iptables", "-w", "-S", "EFA_INPUT"]).stdout
+    events = fallback_events(box)
+    assert len(events) == seen + 1
+    assert events[-1]["KEY"] == KEY
+    assert events[-1]["SOURCE"] == "last-known-good"
+    put(box, good(box))
+    wait_for("check OK", lambda: check(box).returncode == 0, timeout=15)
 
 
 def test_no_iptables_exits_6_without_restarting(box: Container) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from nspawn import Container
-from pkgbox import active, check, deb, installed, prop, wait_for
+from pkgbox import active, check, deb, installed, prop, upgrade_package, wait_for, watcher
 from support import REPO, need
 
 pytestmark = pytest.mark.system
@@ -151,35 +151,6 @@ def test_legacy_backend_under_the_hardened_unit(box: Container) -> None:
     wait_for("efa-guard active", lambda: active(box))
 
 
-WATCH = r"""
-import subprocess, sys, time
-end = time.monotonic() + float(sys.argv[1])
-gaps = 0
-while time.monotonic() < end:
-    head = subprocess.run(["iptables", "-w", "-S", "INPUT", "1"], capture_output=True, text=True)
-    own = subprocess.run(["iptables", "-w", "-S", "EFA_INPUT"], capture_output=True, text=True)
-    if head.stdout.strip() != "-A INPUT -j EFA_INPUT" or own.stdout.count("-j DROP") < 4:
-        gaps += 1
-print(gaps)
-"""
-
-
-def upgrade_package(c: Container, tmp: Path) -> str:
-    """The same package with its version bumped: an upgrade."""
-    work = tmp / "repack"
-    subprocess.run(["dpkg-deb", "-R", str(deb()), str(work)], check=True)
-    control = work / "DEBIAN" / "control"
-    text = control.read_text()
-    version = re.search(r"(?m)^Version: (\S+)$", text)
-    assert version
-    control.write_text(text.replace(version.group(0), f"Version: {version.group(1)}+1"))
-    name = f"efa-guard_{version.group(1)}+1_all.deb"
-    subprocess.run(
-        ["dpkg-deb", "-b", str(work), str(c.root / "root" / name)], check=True, capture_output=True
-    )
-    return name
-
-
 def test_reinstall_and_upgrade_restart_without_a_gap(box: Container, tmp_path: Path) -> None:
     """Reinstall and upgrade restart the daemon; a watcher never sees the policy missing."""
     newer = upgrade_package(box, tmp_path)
@@ -189,14 +160,10 @@ def test_reinstall_and_upgrade_restart_without_a_gap(box: Container, tmp_path: P
         ["apt-get", "install", "-y", f"/root/{newer}"],
     ):
         pid = prop(box, "efa-guard", "MainPID")
-        watcher = subprocess.Popen(
-            ["nsenter", f"--target={box.leader}", "--all", "--", "python3", "-c", WATCH, "8"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        watch = watcher(box, 8)
         time.sleep(0.5)
         box.run(step, timeout=300)
-        out, _ = watcher.communicate(timeout=60)
+        out, _ = watch.communicate(timeout=60)
         assert out.strip() == "0", f"{step[-1]}: the policy was missing {out.strip()} times"
         wait_for("efa-guard active", lambda: active(box))
         assert prop(box, "efa-guard", "MainPID") != pid, "the daemon was not restarted"
