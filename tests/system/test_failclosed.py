@@ -25,6 +25,7 @@ KEY = "daemon.interval"
 GOOD_INTERVAL = "interval = 10.0 "
 BROKEN_INTERVAL = 'interval = "soon" '
 NEW_PORT = "4444"
+KEPT_PORT = "5555"
 # Runs as soon as network-pre.target is reached (and only then), and keeps what the kernel
 # held at that moment, in /run: gone at the next boot, so never a stale answer.
 PROBE = """\
@@ -145,6 +146,10 @@ def test_broken_file_and_reboot_enforce_before_network_pre(box: Container) -> No
     """A broken file, then a reboot: last-known-good in the kernel when network-pre is reached."""
     box.run(["tee", "/etc/systemd/system/efa-probe.service"], input=PROBE)
     box.run(["systemctl", "enable", "efa-probe.service"])
+    verified = good(box).replace("ports = [111]", f"ports = [111, {KEPT_PORT}]", 1)
+    put(box, verified)  # not the shipped default: the kernel shows which policy came back
+    want = hashlib.sha256(verified.encode()).hexdigest()
+    wait_for("it is kept", lambda: json.loads(box.run(["cat", LAST_GOOD]).stdout)["sha256"] == want)
     put(box, broken(box))
     # Nothing left from this boot: only the next boot's daemon can put the policy back.
     box.run(["systemctl", "stop", "efa-guard"])
@@ -163,7 +168,9 @@ def test_broken_file_and_reboot_enforce_before_network_pre(box: Container) -> No
     )
     seen = box.run(["cat", "/run/probe.input"]).stdout.splitlines()
     assert seen[1:2] == ["-A INPUT -j EFA_INPUT"], seen
-    assert box.run(["cat", "/run/probe.chain"]).stdout.count("-j DROP") == 4
+    chain = box.run(["cat", "/run/probe.chain"]).stdout
+    assert chain.count("-j DROP") == 4, chain
+    assert f"--dports 111,{KEPT_PORT} " in chain, chain
     assert state(box)["config_source"] == "last-known-good"
     status = prop(box, "efa-guard", "StatusText")
     assert status.startswith("LAST-KNOWN-GOOD policy enforced"), status
