@@ -17,7 +17,7 @@ from efa_guard.matches import Context, Packet, decide
 from efa_guard.policy import FAMILIES, Allowlist
 from efa_guard.reach import Evaluator, Probe, Verdict
 from efa_guard.ruletext import compile_rule
-from efa_guard.sockets import Listener, listeners, owners
+from efa_guard.sockets import Listener, listeners, owners, user_name
 
 # Read together, concurrently, before evaluating (raw PREROUTING and filter INPUT are
 # usually in the one-shot memo already); other chains are read only when a walk needs them.
@@ -49,12 +49,18 @@ class Finding:
     pid: int | None = None
     process: str | None = None
     service: str | None = None
+    user: str | None = None  # the socket's owning user, when its process cannot be seen
     evaluated: bool = True  # False: the survey's budget ran out first (counted reachable)
 
     @property
     def name(self) -> str:
         """`tcp/3306 ipv4 (mysqld[812])`, how reports name it."""
-        who = f"{self.process}[{self.pid}]" if self.process else self.service or self.kind
+        if self.process:
+            who = f"{self.process}[{self.pid}]"
+        elif self.user:
+            who = f"user {self.user}; process not visible here"
+        else:
+            who = self.service or self.kind
         return f"{self.protocol}/{self.port} {self.family} ({who})"
 
     def as_dict(self) -> dict[str, object]:
@@ -68,6 +74,7 @@ class Finding:
             "pid": self.pid,
             "process": self.process,
             "service": self.service,
+            "user": self.user,
             "reachable": self.reachable,
             "reason": self.reason,
             "allowed": self.allowed,
@@ -242,6 +249,7 @@ def _with_owners(
     findings: list[Finding], socks: list[Listener], *, only_reachable: bool
 ) -> list[Finding]:
     inode_of = {str(s.inode): s.inode for s in socks}
+    uid_of = {s.inode: s.uid for s in socks}
     wanted = {
         inode_of[f.service]
         for f in findings
@@ -254,7 +262,10 @@ def _with_owners(
         if f.kind == "socket":
             inode = inode_of.get(f.service or "")
             pid, name = found.get(inode, (None, None)) if inode is not None else (None, None)
-            named = replace(f, pid=pid, process=name, service=None)
+            # Under the hardened unit other processes' fds cannot be read (no CAP_SYS_PTRACE,
+            # ProtectProc=invisible): the kernel's socket owner still names who it is.
+            user = None if name else user_name(uid_of.get(inode) if inode is not None else None)
+            named = replace(f, pid=pid, process=name, service=None, user=user)
         out.append(named)
     return sorted(out, key=lambda f: (f.protocol, f.port, f.family, f.kind))
 

@@ -7,6 +7,7 @@ most of `efa-guard check`'s budget. Owners are found in /proc (the kernel gives 
 from __future__ import annotations
 
 import ipaddress
+import pwd
 import socket
 import struct
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ class Listener:
     port: int
     inode: int
     v6only: bool | None = None  # for ipv6 sockets
+    uid: int | None = None  # the socket's owner, from the kernel (needs no privilege)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -60,7 +62,8 @@ def _listener(data: bytes, start: int, end: int, protocol: int) -> Listener | No
         return None
     fields = _MSG.unpack_from(data, start)
     # The kernel filtered by state already (LISTEN for TCP, CLOSE for UDP).
-    fam, sport, src, dst, inode = (fields[0], fields[4], fields[6], fields[7], fields[14])
+    fam, sport, src, dst = fields[0], fields[4], fields[6], fields[7]
+    uid, inode = fields[13], fields[14]
     v6only = None
     for kind, lo, hi in netlink.attrs(data, start + _MSG.size, end):
         if kind == INET_DIAG_SKV6ONLY and hi > lo:
@@ -76,6 +79,7 @@ def _listener(data: bytes, start: int, end: int, protocol: int) -> Listener | No
         port=struct.unpack(">H", sport)[0],
         inode=inode,
         v6only=v6only if fam == socket.AF_INET6 else None,
+        uid=uid,
     )
 
 
@@ -101,6 +105,16 @@ def listeners() -> list[Listener]:
                         if listener is not None:
                             out.append(listener)
     return sorted(set(out), key=lambda x: (x.protocol, x.port, x.family, x.address))
+
+
+def user_name(uid: int | None) -> str | None:
+    """`mysql (uid 110)`: who owns a socket when its process cannot be seen."""
+    if uid is None:
+        return None
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def owners(inodes: Iterable[int], proc: Path = Path("/proc")) -> dict[int, tuple[int, str]]:

@@ -179,18 +179,27 @@ def _load(path: Path) -> tuple[configmod.Config, str, tuple[str, ...]]:
     """The config to check against, the file's SHA-256, and a warning when it is broken.
 
     A broken file is checked against what the daemon falls back to (last-known-good, else
-    the shipped default): the kernel is judged against the policy that should be in place.
+    the shipped default), when a daemon has run here: there is a policy that should be in
+    place. Without one (a plain install, nothing ever verified) a broken file is UNKNOWN.
     """
     try:
         cfg = configmod.load(path)
     except ConfigError as e:
-        found = lastgood.fallback(path)
+        found = lastgood.fallback(path) if _daemon_fell_back() else None
         if found is None:
             raise
         digest = lastgood.file_sha256(path)
         warning = f"the config file is broken ({e}); checked against the {found.source} policy"
         return found.config, digest, (warning,)
     return cfg, lastgood.sha256(cfg.text), ()
+
+
+def _daemon_fell_back() -> bool:
+    """Whether a policy should be in place although the file is broken."""
+    if lastgood.saved_sha256() is not None:
+        return True
+    state = daemonview.published()
+    return bool(state and state.get("running") and state.get("config_source") != "file")
 
 
 class _TimedOutError(BaseException):

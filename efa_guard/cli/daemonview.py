@@ -126,9 +126,14 @@ def assess(
     return DaemonView(tuple(out), {"running": True, "expected": expected, **view})
 
 
+def published() -> dict[str, object] | None:
+    """The daemon's published state, or None."""
+    return read_json(STATE_FILE, paths.run_dir())
+
+
 def observe(file_sha256: str) -> DaemonView:
     """Read the published state and judge it now."""
-    state = read_json(STATE_FILE, paths.run_dir())
+    state = published()
     return assess(
         state,
         expected=paths.unit_enabled(),

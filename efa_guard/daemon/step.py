@@ -310,6 +310,8 @@ class Reconciler:
             self.report.rejected(result, done.why, running=self.status.source)
             return event
         recovered = self.status.source != "file"
+        if recovered:  # the fallback was verified, not the file (even with the same text):
+            self.status.verified_sha256 = ""  # the next check verifies and keeps it
         self.config = result.config
         self.status.source, self.status.rejected = "file", None
         self.fights.tuning = result.config.daemon

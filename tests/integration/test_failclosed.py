@@ -82,6 +82,11 @@ def test_a_first_start_with_a_broken_file_enforces_the_shipped_default(
     assert d.wait_event("config_fallback")["SOURCE"] == "shipped default"
     assert "-A INPUT -j EFA_INPUT" in guard.ipt("-S", "INPUT").splitlines()[1]
     assert guard.efa("check").returncode == 1
+    kept = Path(os.environ["EFA_GUARD_STATE_DIR"]) / "last-good.json"
+    assert not kept.exists()
+    guard.config.write_text(default.read_text())  # fixed to the very text of the fallback
+    d.wait_event("config_reloaded")
+    wait_for("the fixed file kept as last-known-good", kept.exists)
 
 
 def test_no_config_and_no_fallback_exits_6(

@@ -11,14 +11,15 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pkgbox import active, check, deb, installed, prop, upgrade_package, wait_for, watcher
 from support import need
 
 from tools.harness import REPO
-from tools.nspawn import Container, container
+from tools.nspawn import Container
 
 pytestmark = pytest.mark.system
 
@@ -26,58 +27,11 @@ UNIT = REPO / "packaging" / "debian" / "efa-guard.service"
 CORRECTED = "90ce71a381474c89b36fb4b3755e87cd"
 
 
-def deb() -> Path:
-    """The package `make deb` built."""
-    found = sorted((REPO / "dist").glob("efa-guard_*_all.deb"))
-    need(bool(found), "no dist/efa-guard_*_all.deb: run `make deb` first")
-    return found[-1]
-
-
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    """Poll until predicate() is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     """A booted container in a fresh network namespace with the package installed."""
-    for tool in ("systemd-nspawn", "debootstrap", "nsenter", "ip"):
-        need(shutil.which(tool) is not None, f"{tool} is not installed")
-    package = deb()
-    netns = f"efa-s-{int(time.time() * 1000) % 1_000_000}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    try:
-        # The management interface the policy names (rules on a missing one match nothing).
-        # (a veth pair: this kernel may have no dummy driver)
-        argv = ["ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]
-        subprocess.run(argv, check=True)
-        with container(netns, tmp_path_factory.mktemp("nspawn")) as c:
-            c.boot()
-            shutil.copy(package, c.root / "root" / package.name)
-            c.run(["apt-get", "install", "-y", f"/root/{package.name}"], timeout=300)
-            yield c
-    finally:
-        subprocess.run(["ip", "netns", "delete", netns], check=False)
-
-
-def active(c: Container) -> bool:
-    """Whether the service is active."""
-    return c.run(["systemctl", "is-active", "efa-guard"], check=False).stdout.strip() == "active"
-
-
-def prop(c: Container, unit: str, name: str) -> str:
-    """One property of a unit."""
-    return c.run(["systemctl", "show", "-P", name, unit]).stdout.strip()
-
-
-def check(c: Container) -> subprocess.CompletedProcess[str]:
-    """`efa-guard check` inside the container."""
-    return c.run(["efa-guard", "check"], check=False)
+    with installed(tmp_path_factory.mktemp("nspawn")) as c:
+        yield c
 
 
 def test_unit_exposure_is_low() -> None:
@@ -151,16 +105,21 @@ def test_tamper_is_corrected_and_journaled(box: Container) -> None:
     assert history[-1]["trigger"] == "rule-change"
 
 
-def test_check_is_critical_while_the_service_is_stopped(box: Container) -> None:
-    """Stopped: the policy stays (check 0); a tamper then makes check exit 2; start fixes it."""
+def test_check_warns_while_the_service_is_stopped(box: Container) -> None:
+    """Stopped: the policy stays but check warns (1) that no daemon runs; a tamper makes it 2."""
     box.run(["systemctl", "stop", "efa-guard"])
-    assert check(box).returncode == 0
+    warning = check(box)
+    assert warning.returncode == 1, warning.stdout
+    assert warning.stdout.startswith("EFA-GUARD WARNING"), warning.stdout
+    assert "efa-guard.service is enabled but no daemon is running" in warning.stdout
+    assert "-A INPUT -j EFA_INPUT" in box.run(["iptables", "-S", "INPUT"]).stdout
     box.run(["iptables", "-D", "INPUT", "-j", "EFA_INPUT"])
     critical = check(box)
     assert critical.returncode == 2
     assert "jump missing" in critical.stdout
     box.run(["systemctl", "start", "efa-guard"])
-    assert check(box).returncode == 0
+    ok = check(box)
+    assert ok.returncode == 0, ok.stdout
 
 
 def test_sigkill_is_restarted(box: Container) -> None:
@@ -208,35 +167,6 @@ def test_legacy_backend_under_the_hardened_unit(box: Container) -> None:
     wait_for("efa-guard active", lambda: active(box))
 
 
-WATCH = r"""
-import subprocess, sys, time
-end = time.monotonic() + float(sys.argv[1])
-gaps = 0
-while time.monotonic() < end:
-    head = subprocess.run(["iptables", "-w", "-S", "INPUT", "1"], capture_output=True, text=True)
-    own = subprocess.run(["iptables", "-w", "-S", "EFA_INPUT"], capture_output=True, text=True)
-    if head.stdout.strip() != "-A INPUT -j EFA_INPUT" or own.stdout.count("-j DROP") < 4:
-        gaps += 1
-print(gaps)
-"""
-
-
-def upgrade_package(c: Container, tmp: Path) -> str:
-    """The same package with its version bumped: an upgrade."""
-    work = tmp / "repack"
-    subprocess.run(["dpkg-deb", "-R", str(deb()), str(work)], check=True)
-    control = work / "DEBIAN" / "control"
-    text = control.read_text()
-    version = re.search(r"(?m)^Version: (\S+)$", text)
-    assert version
-    control.write_text(text.replace(version.group(0), f"Version: {version.group(1)}+1"))
-    name = f"efa-guard_{version.group(1)}+1_all.deb"
-    subprocess.run(
-        ["dpkg-deb", "-b", str(work), str(c.root / "root" / name)], check=True, capture_output=True
-    )
-    return name
-
-
 def test_reinstall_and_upgrade_restart_without_a_gap(box: Container, tmp_path: Path) -> None:
     """Reinstall and upgrade restart the daemon; a watcher never sees the policy missing."""
     newer = upgrade_package(box, tmp_path)
@@ -246,14 +176,10 @@ def test_reinstall_and_upgrade_restart_without_a_gap(box: Container, tmp_path: P
         ["apt-get", "install", "-y", f"/root/{newer}"],
     ):
         pid = prop(box, "efa-guard", "MainPID")
-        watcher = subprocess.Popen(
-            ["nsenter", f"--target={box.leader}", "--all", "--", "python3", "-c", WATCH, "8"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        watch = watcher(box, 8)
         time.sleep(0.5)
         box.run(step, timeout=300)
-        out, _ = watcher.communicate(timeout=60)
+        out, _ = watch.communicate(timeout=60)
         assert out.strip() == "0", f"{step[-1]}: the policy was missing {out.strip()} times"
         wait_for("efa-guard active", lambda: active(box))
         assert prop(box, "efa-guard", "MainPID") != pid, "the daemon was not restarted"
