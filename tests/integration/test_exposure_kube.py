@@ -84,6 +84,6 @@ def test_a_deciding_rule_deep_in_a_foreign_chain(guard: Guard) -> None:
     assert isinstance(exposed, list)
     (entry,) = [e for e in exposed if e["port"] == 80]
     assert entry["evaluated"] is False
-    assert str(entry["reason"]).startswith(
-        "not evaluated (reading ipv4 filter/BIG did not finish within the 0.03 s budget)"
-    )
+    # Reading or walking the big chain runs out of the budget, whichever comes first here.
+    assert str(entry["reason"]).startswith("not evaluated (")
+    assert "budget" in str(entry["reason"])
