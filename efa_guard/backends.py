@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from efa_guard.errors import IptablesMissingError, PrivilegeError
+from efa_guard.errors import IptablesMissingError, PrivilegeError, ReadError
 from efa_guard.iptables import KINDS, Iptables, Kind, which
 from efa_guard.policy import Policy
 
@@ -58,16 +58,26 @@ def _system_default() -> Kind:
     return "nft"
 
 
+def _hint(kind: Kind, notes: list[str]) -> bool:
+    """Whether kube-proxy's hint is in this backend's mangle; an unreadable one is a note."""
+    try:
+        return Iptables(kind).has_kube_hint()
+    except ReadError as e:
+        notes.append(f"cannot read {kind} mangle for kube-proxy's backend hint: {e}")
+        return False
+
+
 def detect(policy: Policy) -> Detection:
     """Pick the backend kube-proxy uses, as kube-proxy's iptables-wrapper and Calico do."""
     available = {k: which(f"iptables-{k}") is not None for k in KINDS}
     legacy_loaded = legacy_tables() if available["legacy"] else frozenset()
     hints: dict[Kind, bool] = {"nft": False, "legacy": False}
+    notes: list[str] = []
     if available["nft"]:
-        hints["nft"] = Iptables("nft").has_kube_hint()
+        hints["nft"] = _hint("nft", notes)
     # Reading a legacy table that is not loaded would load it: look first.
     if available["legacy"] and "mangle" in legacy_loaded:
-        hints["legacy"] = Iptables("legacy").has_kube_hint()
+        hints["legacy"] = _hint("legacy", notes)
     if hints["nft"]:
         kind: Kind = "nft"
         reason = "kube-proxy's hint chains are in nft mangle"
@@ -82,14 +92,17 @@ def detect(policy: Policy) -> Detection:
     held = []
     if hints[other]:
         held.append(f"kube-proxy hint chains in {other} mangle")
-    held += _owned_in(other, policy, legacy_loaded) if available[other] else []
-    warnings: tuple[str, ...] = ()
+    try:
+        held += _owned_in(other, policy, legacy_loaded) if available[other] else []
+    except ReadError as e:
+        notes.append(f"cannot read the {other} backend's owned chains: {e}")
+    warnings: tuple[str, ...] = tuple(notes)
     if held:
         warning = (
             f"both iptables backends hold rules ({'; '.join(held)}); "
             f"using {kind}. Rules in both are evaluated by the kernel."
         )
-        warnings = (warning,)
+        warnings = (*warnings, warning)
     return Detection(kind=kind, reason=reason, warnings=warnings)
 
 

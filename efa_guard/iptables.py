@@ -40,6 +40,7 @@ KUBE_HINTS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 _SEARCH_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
 _INCOMPATIBLE = "incompatible, use 'nft' tool"  # nft: a missing chain, or unprintable rules
 _NO_CHAIN = ("No chain/target/match by that name", "does not exist")
+_BUILTIN = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 READ_ATTEMPTS = 5  # nft: reads in a row that may see the generation move before giving up
 _READ_PAUSE = 0.01  # seconds before the second attempt, doubling: 150 ms in all
 Key = tuple[str, str, str]  # (family, table, chain)
@@ -241,6 +242,10 @@ class Iptables:
         nft = which("nft")
         nft_family = "ip6" if family == "ipv6" else "ip"
         if nft is None:
+            if chain not in _BUILTIN:
+                # iptables-nft says "incompatible" for a user chain that does not exist;
+                # without nft it cannot be told from one holding nft-native rules.
+                return None
             msg = f"nft not found (install nftables) to read {nft_family} {table} {chain}"
             raise ReadCommandError([], 1, "", f"{iptables_err.strip()}; {msg}")
         argv = [nft, "-j", "list", "chain", nft_family, table, chain]

@@ -47,11 +47,18 @@ def parse_duration(text: str) -> float:
 
 
 def boot_id() -> str:
-    """The id of the running boot (a reboot ends a pause)."""
+    """The running boot, as the kernel's boot time (a reboot ends a pause).
+
+    Not /proc/sys/kernel/random/boot_id: sandboxing (ProtectKernelTunables= under
+    systemd-nspawn) can show the daemon another one than the command that paused it.
+    """
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return line.split()[1]
     except OSError:
-        return ""
+        pass
+    return ""
 
 
 def requester() -> str:

@@ -28,7 +28,7 @@ SUITE = "bookworm"
 # (the container has no network to download anything): its Depends, and the tools the test
 # uses inside.
 PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "iptables", "iproute2", "procps", "man-db",
+    "systemd", "systemd-sysv", "dbus", "iptables", "nftables", "iproute2", "procps", "man-db",
     "python3", "python3-pyroute2", "python3-structlog", "python3-tenacity", "python3-watchdog",
     "python3-prometheus-client",  # the package's Depends since metrics
     "systemd-journal-remote",  # fleet test: journal-upload on nodes, journal-remote on a collector
