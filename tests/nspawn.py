@@ -27,8 +27,9 @@ SUITE = "bookworm"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "iptables", "iproute2", "procps", "man-db",
     "python3", "python3-pyroute2", "python3-structlog", "python3-tenacity", "python3-watchdog",
+    "systemd-journal-remote",  # fleet test: journal-upload on nodes, journal-remote on a collector
 )  # fmt: skip
-ROOTFS_VERSION = "1"  # bump to force a rebuild when PACKAGES change
+ROOTFS_VERSION = "2"  # bump to force a rebuild when PACKAGES change
 
 
 class ContainerError(Exception):
