@@ -1,0 +1,1 @@
+"""Developer scripts: benchmarks and the like, run as `python -m tools.<name>`."""
