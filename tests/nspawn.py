@@ -8,6 +8,7 @@ is stopped and removed, also on failure.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -27,9 +28,11 @@ SUITE = "bookworm"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "iptables", "iproute2", "procps", "man-db",
     "python3", "python3-pyroute2", "python3-structlog", "python3-tenacity", "python3-watchdog",
+    "python3-prometheus-client",  # the package's Depends since metrics
     "systemd-journal-remote",  # fleet test: journal-upload on nodes, journal-remote on a collector
 )  # fmt: skip
-ROOTFS_VERSION = "2"  # bump to force a rebuild when PACKAGES change
+# The cache is keyed by the package list: a branch with another list builds its own rootfs.
+ROOTFS_VERSION = "2-" + hashlib.sha256(" ".join(sorted(PACKAGES)).encode()).hexdigest()[:8]
 
 
 class ContainerError(Exception):
