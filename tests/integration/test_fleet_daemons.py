@@ -95,6 +95,9 @@ def test_prometheus_sees_the_tamper_and_the_fight_on_the_right_daemons(
         before = corrections().get(node2, 0.0)
         boxes[1].run(["iptables-nft", "-D", "EFA_INPUT", "1"])
         prom.wait("node 2's correction scraped", lambda: corrections().get(node2, 0.0) > before)
+        series = f'efa_guard_corrections_total{{instance="{node2}",trigger="rule-change",'
+        series += 'family="ipv4",chain="filter/EFA_INPUT"} > 0'
+        assert len(prom.query(series)) == 1, "node 2's correction lacks its labels"
 
         argv = ["ip", "netns", "exec", boxes[2].guard, sys.executable, "-c", WRITER]
         writer = subprocess.Popen([*argv, "iptables-nft", "0.3", "40"])
