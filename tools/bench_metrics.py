@@ -14,7 +14,8 @@ CPU over `--idle-seconds` with the policy in place (default timer, 10 s), then C
 apart; contest_threshold = 1000 keeps every one an ordinary correction, not a fight),
 plus 1.5 s for the textfile write a correction schedules. Memory at the end.
 
-Usage: `python -m tools.bench_metrics [--idle-seconds S] [--tampers N] [--json]` (root).
+Usage: `python -m tools.bench_metrics [--idle-seconds S] [--tampers N] [--rounds N] [--json]`
+(root). Each round runs off then on; the table shows means and the extra's range.
 Exit 0 when everything ran, 1 on a failure.
 """
 
@@ -25,6 +26,7 @@ import contextlib
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,43 +209,62 @@ def measure(*, metrics: bool, idle_s: float, tampers: int) -> Run:
         return Run(metrics, idle_s, idle, tampers, busy, rss, hwm)
 
 
-def table(off: Run, on: Run) -> str:
-    """The figures side by side."""
+def table(pairs: list[tuple[Run, Run]]) -> str:
+    """Means over the rounds side by side; the extra's range across rounds."""
+    first = pairs[0][0]
     rows = [
-        (f"CPU idle {off.idle_s:.0f} s (ms)", off.idle_cpu_ms, on.idle_cpu_ms),
-        (f"CPU {off.tampers} tampers (ms)", off.tamper_cpu_ms, on.tamper_cpu_ms),
-        ("VmRSS at the end (MiB)", off.rss_mb, on.rss_mb),
-        ("VmHWM, peak RSS (MiB)", off.hwm_mb, on.hwm_mb),
+        (f"CPU idle {first.idle_s:.0f} s (ms)", "idle_cpu_ms"),
+        (f"CPU {first.tampers} tampers (ms)", "tamper_cpu_ms"),
+        ("VmRSS at the end (MiB)", "rss_mb"),
+        ("VmHWM, peak RSS (MiB)", "hwm_mb"),
     ]
-    out = [f"{'':32} {'metrics off':>12} {'metrics on':>12} {'extra':>10}"]
-    out += [f"{name:32} {a:12.1f} {b:12.1f} {b - a:+10.1f}" for name, a, b in rows]
-    idle_pct = (on.idle_cpu_ms - off.idle_cpu_ms) / (on.idle_s * 10)
-    per = (on.tamper_cpu_ms - off.tamper_cpu_ms) / max(on.tampers, 1)
-    out.append(f"extra idle CPU: {idle_pct:+.3f} % of one core; per correction: {per:+.2f} ms")
+
+    def of(run: Run, key: str) -> float:
+        return float(getattr(run, key))
+
+    head = f"{'':28} {'metrics off':>12} {'metrics on':>12} {'extra':>8}  extra's range"
+    out = [head, f"({len(pairs)} round(s), means)"]
+    extras: dict[str, float] = {}
+    for name, key in rows:
+        a = statistics.fmean(of(off, key) for off, _ in pairs)
+        b = statistics.fmean(of(on, key) for _, on in pairs)
+        diffs = [of(on, key) - of(off, key) for off, on in pairs]
+        extras[name] = b - a
+        out.append(
+            f"{name:28} {a:12.1f} {b:12.1f} {b - a:+8.1f}  {min(diffs):+.1f} .. {max(diffs):+.1f}"
+        )
+    idle, busy = (extras[name] for name, _ in rows[:2])
+    pct = idle / (first.idle_s * 10)
+    per = busy / max(first.tampers, 1)
+    out.append(f"extra idle CPU: {pct:+.3f} % of one core; per correction: {per:+.2f} ms")
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run off, then on; print the table (or JSON)."""
+    """Run off, then on, `--rounds` times; print the table (or JSON)."""
     parser = argparse.ArgumentParser(prog="python -m tools.bench_metrics", description=__doc__)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--tampers", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     missing = missing_tools()
     if missing:
         sys.stderr.write(f"cannot run: missing {', '.join(missing)}\n")
         return 1
+    pairs: list[tuple[Run, Run]] = []
     try:
-        off, on = (
-            measure(metrics=m, idle_s=args.idle_seconds, tampers=args.tampers)
-            for m in (False, True)
-        )
+        for _ in range(max(args.rounds, 1)):
+            off, on = (
+                measure(metrics=m, idle_s=args.idle_seconds, tampers=args.tampers)
+                for m in (False, True)
+            )
+            pairs.append((off, on))
     except BenchError as e:
         sys.stderr.write(f"bench_metrics: {e}\n")
         return 1
-    text = json.dumps([asdict(off), asdict(on)], indent=2) if args.json else table(off, on)
-    sys.stdout.write(text + "\n")
+    runs = [asdict(r) for pair in pairs for r in pair]
+    sys.stdout.write((json.dumps(runs, indent=2) if args.json else table(pairs)) + "\n")
     return 0
 
 
