@@ -136,9 +136,11 @@ def test_tamper_is_corrected_and_journaled(box: Container) -> None:
 
 
 def test_check_is_critical_while_the_service_is_stopped(box: Container) -> None:
-    """Stopped: the policy stays (check 0); a tamper then makes check exit 2; start fixes it."""
+    """Stopped: the policy stays (check 1: enabled, no daemon); a tamper: 2; start fixes it."""
     box.run(["systemctl", "stop", "efa-guard"])
-    assert check(box).returncode == 0
+    stopped = check(box)
+    assert stopped.returncode == 1, stopped.stdout
+    assert "enabled but no daemon is running" in stopped.stdout
     box.run(["iptables", "-D", "INPUT", "-j", "EFA_INPUT"])
     critical = check(box)
     assert critical.returncode == 2
