@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -37,12 +38,23 @@ class Prometheus:
 
     url: str
     process: subprocess.Popen[bytes]
+    netns: str | None = None  # the network namespace it runs in (None: this one)
+
+    def get(self, url: str) -> bytes:
+        """GET `url` from where the server runs (inside its namespace, if it has one)."""
+        if self.netns is None:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - a local http URL
+                return bytes(resp.read())
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-c", _FETCH, url]
+        proc = subprocess.run(argv, capture_output=True, check=False, timeout=15)
+        if proc.returncode != 0:
+            raise OSError(proc.stderr.decode(errors="replace").strip().splitlines()[-1:])
+        return proc.stdout
 
     def api(self, path: str, **params: str) -> Any:  # noqa: ANN401 - JSON
         """GET /api/v1/<path>; the `data` of a successful answer."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=5) as resp:  # noqa: S310
-            body = json.loads(resp.read())
+        body = json.loads(self.get(f"{self.url}/api/v1/{path}{query}"))
         assert body["status"] == "success", body
         return body["data"]
 
@@ -81,16 +93,28 @@ def config(targets: Sequence[str], *, job: str = "efa-guard", interval: str = "1
     )
 
 
+_FETCH = """
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=5) as resp:
+    sys.stdout.buffer.write(resp.read())
+"""
+
+
 @contextmanager
 def prometheus(
-    workdir: Path, targets: Sequence[str], *, job: str = "efa-guard"
+    workdir: Path, targets: Sequence[str], *, job: str = "efa-guard", netns: str | None = None
 ) -> Iterator[Prometheus]:
-    """Start Prometheus on a free loopback port scraping `targets`; stop it (by PID) afterwards."""
+    """Start Prometheus on a free loopback port scraping `targets`; stop it (by PID) afterwards.
+
+    With `netns`, it runs inside that network namespace (`ip netns exec` execs it, so the PID
+    is the server's) on that namespace's loopback, which must be up.
+    """
     exe = prometheus_binary()
     assert exe is not None, "prometheus missing"
     (workdir / "prometheus.yml").write_text(config(targets, job=job))
-    port = free_port()
+    port = 9090 if netns else free_port()  # a namespace of our own has every port free
     argv = [
+        *(["ip", "netns", "exec", netns] if netns else []),
         exe,
         f"--config.file={workdir / 'prometheus.yml'}",
         f"--storage.tsdb.path={workdir / 'data'}",
@@ -99,7 +123,7 @@ def prometheus(
     ]
     log = (workdir / "prometheus.log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    server = Prometheus(url=f"http://127.0.0.1:{port}", process=proc)
+    server = Prometheus(url=f"http://127.0.0.1:{port}", process=proc, netns=netns)
     try:
         server.wait("prometheus ready", lambda: _ready(server), timeout=30)
         yield server
@@ -118,7 +142,6 @@ def _ready(server: Prometheus) -> bool:
         msg = f"prometheus exited {server.process.returncode}"
         raise AssertionError(msg)
     try:
-        with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as resp:  # noqa: S310
-            return bool(resp.status == 200)
-    except OSError:
+        return server.get(f"{server.url}/-/ready").strip().endswith(b"Ready.")
+    except (OSError, subprocess.TimeoutExpired):
         return False
