@@ -43,6 +43,7 @@ import contextlib
 import json
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from efa_guard.catalog import MESSAGE_IDS
-from tools import harness
+from tools import fleet, harness
 from tools.harness import (
     JOURNALD,
     HarnessError,
@@ -706,8 +707,8 @@ class Demo:
                 f"  the daemon runs on; `{ipt}-save` is unchanged: the running policy (111 and"
                 f" {EXTRA_PORT}) stays"
             )
-        print("One-shot commands read the broken file and say so:")
-        self.efa("check", rc=3, contains=("EFA-GUARD UNKNOWN", f"port {BAD_PORT}"))
+        print("`check` reads the broken file, and what the daemon published, and says both:")
+        self.efa("check", rc=1, contains=("rejected the config file", f"port {BAD_PORT}"))
 
         print("\ng) The operator restores the original file:")
         cfg.write_text(good)
@@ -863,6 +864,25 @@ def run_demo(backend: str) -> int:
     return 0
 
 
+def run_fleet() -> int:
+    """The fleet section: three nodes, a real Prometheus, a tamper and a fight."""
+    Demo.heading("9. A fleet: three nodes scraped by a real Prometheus")
+    if shutil.which("prometheus") is None:
+        print("prometheus is not installed (apt-get install prometheus): section skipped")
+        return 1
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="efa-guard-fleet-") as tmp:
+        failures = fleet.demo(Path(tmp), print)
+    elapsed = time.monotonic() - started
+    if failures:
+        print(f"\nFAILED ({elapsed:.1f} s): " + "; ".join(failures))
+        return 1
+    print(
+        f"\nnode 1 quiet, node 2's correction counted, node 3's fight alerting ({elapsed:.1f} s)."
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and run the demo; return the exit status."""
     isolate_state()
@@ -881,7 +901,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     try:
-        return run_demo(args.backend)
+        status = run_demo(args.backend)
+        return status or run_fleet()
     except HarnessError as exc:
         print(f"\ndemo aborted: {exc}", file=sys.stderr)
         return 2

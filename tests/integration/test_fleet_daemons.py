@@ -8,67 +8,27 @@ alert rules are the shipped file. Nothing outside the namespaces made here is to
 from __future__ import annotations
 
 import contextlib
-import secrets
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemons import GuardDaemon, launch
-from prom import prometheus, prometheus_binary
 from support import Guard, need
 
-from tools.harness import write_config
+from tools.fleet import address, monitoring, node_config, node_env, writer
+from tools.prom import prometheus, prometheus_binary
 from tools.sandbox import Sandbox, missing_tools, sandbox
 
 pytestmark = [pytest.mark.usefixtures("journald"), pytest.mark.slow]
-
-PORT = 9731
-WRITER = """
-import subprocess, sys, time
-ipt, every, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    subprocess.run([ipt, "-w", "-D", "EFA_INPUT", "1"], capture_output=True)
-    time.sleep(every)
-"""
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
-@contextlib.contextmanager
-def monitoring(boxes: list[Sandbox]) -> Iterator[str]:
-    """A namespace with a veth to each box's guard: 198.19.N.1 here, 198.19.N.2 on node N."""
-    ns = f"efaf-m-{secrets.token_hex(3)}"
-    _ip("netns", "add", ns)
-    try:
-        _ip("-n", ns, "link", "set", "lo", "up")
-        for n, box in enumerate(boxes, start=1):
-            _ip("-n", ns, "link", "add", f"node{n}", "type", "veth", "peer", "name", "fleet0",
-                "netns", box.guard)  # fmt: skip
-            _ip("-n", ns, "addr", "add", f"198.19.{n}.1/24", "dev", f"node{n}")
-            _ip("-n", box.guard, "addr", "add", f"198.19.{n}.2/24", "dev", "fleet0")
-            _ip("-n", ns, "link", "set", f"node{n}", "up")
-            _ip("-n", box.guard, "link", "set", "fleet0", "up")
-        yield ns
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns], check=False, timeout=30)
 
 
 def _node(n: int, box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GuardDaemon:
     """Node n's daemon (nft), serving /metrics on its fleet0 address, with state of its own."""
     home = tmp_path / f"node{n}"
     home.mkdir()
-    for name in ("RUN", "STATE", "SYSTEMD"):
-        (home / name.lower()).mkdir(mode=0o700)
-        monkeypatch.setenv(f"EFA_GUARD_{name}_DIR", str(home / name.lower()))
-    config = write_config(home / "g.toml", backend="nft")
-    metrics = f'\n[metrics]\ntextfile_directory = ""\nlisten = "198.19.{n}.2:{PORT}"\n'
-    config.write_text(config.read_text() + metrics + "interval = 1.0\n")
-    return launch(Guard(box=box, backend="nft", config=config), home)
+    for key, value in node_env(home).items():
+        monkeypatch.setenv(key, value)
+    return launch(Guard(box=box, backend="nft", config=node_config(n, home)), home)
 
 
 def test_prometheus_sees_the_tamper_and_the_fight_on_the_right_daemons(
@@ -85,7 +45,7 @@ def test_prometheus_sees_the_tamper_and_the_fight_on_the_right_daemons(
         stack.callback(lambda: [d.stop() for d in daemons])
         for n, box in enumerate(boxes, start=1):
             daemons.append(_node(n, box, tmp_path, monkeypatch))
-        node1, node2, node3 = (f"198.19.{n}.2:{PORT}" for n in (1, 2, 3))
+        node1, node2, node3 = (address(n) for n in (1, 2, 3))
         prom = stack.enter_context(prometheus(tmp_path, [node1, node2, node3], netns=mon))
         prom.wait("three daemons up", lambda: len(prom.query('up{job="efa-guard"} == 1')) == 3)
 
@@ -101,10 +61,9 @@ def test_prometheus_sees_the_tamper_and_the_fight_on_the_right_daemons(
         series += 'family="ipv4",chain="filter/EFA_INPUT"} > 0'
         assert len(prom.query(series)) == 1, "node 2's correction lacks its labels"
 
-        argv = ["ip", "netns", "exec", boxes[2].guard, sys.executable, "-c", WRITER]
-        writer = subprocess.Popen([*argv, "iptables-nft", "0.3", "40"])
-        stack.callback(writer.wait, timeout=15)
-        stack.callback(writer.terminate)
+        fight = writer(boxes[2], 0.3, 40)
+        stack.callback(fight.wait, timeout=15)
+        stack.callback(fight.terminate)
         prom.wait("EfaGuardContested firing", lambda: bool(prom.firing()), timeout=45)
         firing = [(a["alertname"], a.get("instance")) for a in prom.firing()]
         assert firing == [("EfaGuardContested", node3)]

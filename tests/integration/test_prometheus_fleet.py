@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prom import prometheus, prometheus_binary
 from support import need
 
 from efa_guard.metrics import Metrics
+from tools.prom import prometheus, prometheus_binary
 
 CHAIN = ("ipv4", "filter/EFA_INPUT")
 

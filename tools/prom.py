@@ -1,4 +1,4 @@
-"""A real Prometheus server for tests: started on loopback with our alert rules, always stopped."""
+"""A real Prometheus (for tests and the demo) with our alert rules; always stopped by PID."""
 
 from __future__ import annotations
 
