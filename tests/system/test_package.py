@@ -161,7 +161,8 @@ def test_legacy_backend_under_the_hardened_unit(box: Container) -> None:
 
         def back() -> bool:  # (check also warns: the nft tables still hold the earlier policy)
             report = box.run(["efa-guard", "check", "--json"], check=False).stdout
-            return json.loads(report)["drift"] == []
+            drift: list[object] = json.loads(report)["drift"]
+            return not drift
 
         wait_for("legacy policy back", back, timeout=15)
         last = box.run(["efa-guard", "history", "--json"]).stdout
