@@ -94,10 +94,8 @@ def test_history_document(
         trigger="timer",
         drift=("filter/EFA_INPUT: rule 1 missing",),
         culprit="",
-        latency_ms=1.5,
         message="drift corrected",
-        pid=42,
-        fields={},
+        fields={"LATENCY_MS": "1.5", "_PID": "42"},
     )
     monkeypatch.setattr(history, "read", lambda **_kw: [entry])
     args = argparse.Namespace(since=None, directory=None, file=None, host=None, kind=None)
