@@ -27,14 +27,13 @@ from efa_guard.iptables import Runner
 from efa_guard.lastgood import sha256
 from efa_guard.policy import Policy
 
+__all__ = ["Hooks", "Reconciler", "Status"]
+
 
 def _cpu() -> float:
     """CPU seconds used so far by this process and its finished children (iptables)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
-
-
-__all__ = ["Hooks", "Reconciler", "Status"]
 
 
 @dataclass
