@@ -78,6 +78,45 @@ class DropReport:
 
 
 @dataclass
+class Drops:
+    """Entries that will never be sent, counted by kind and PRIORITY until reported."""
+
+    kinds: Counter[str] = field(default_factory=Counter)
+    priorities: Counter[int] = field(default_factory=Counter)
+    first: float | None = None
+    last: float = 0.0
+
+    def count(self, entry: Entry, now: float) -> None:
+        """Count one entry that will never be sent."""
+        self.kinds[entry.kind or "unknown"] += 1
+        self.priorities[entry.priority] += 1
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def report(self) -> DropReport | None:
+        """The drops counted so far (None if none)."""
+        if self.first is None:
+            return None
+        return DropReport(
+            total=sum(self.kinds.values()),
+            by_kind=dict(self.kinds),
+            by_priority=dict(self.priorities),
+            first_drop=self.first,
+            last_drop=self.last,
+        )
+
+    def acknowledge(self, report: DropReport) -> None:
+        """Stop counting the drops that `report` told (later drops stay counted)."""
+        self.kinds.subtract(report.by_kind)
+        self.priorities.subtract(report.by_priority)
+        self.kinds = +self.kinds
+        self.priorities = +self.priorities
+        if not self.kinds:
+            self.first = None
+
+
+@dataclass
 class Backlog:
     """Entries waiting for journald, at most `capacity` of them and `max_bytes` in all."""
 
@@ -86,10 +125,7 @@ class Backlog:
     _queue: deque[Entry] = field(default_factory=deque)
     _bytes: int = 0
     _ranks: Counter[tuple[int, int]] = field(default_factory=Counter)
-    _kinds: Counter[str] = field(default_factory=Counter)
-    _priorities: Counter[int] = field(default_factory=Counter)
-    _first_drop: float | None = None
-    _last_drop: float = 0.0
+    _drops: Drops = field(default_factory=Drops)
 
     def __len__(self) -> int:
         """How many entries wait."""
@@ -98,7 +134,7 @@ class Backlog:
     @property
     def dropped(self) -> int:
         """Entries dropped since the last report."""
-        return sum(self._kinds.values())
+        return sum(self._drops.kinds.values())
 
     def push(self, entry: Entry, now: float) -> None:
         """Queue an entry at the back; drop the least important entries while over a bound."""
@@ -129,32 +165,15 @@ class Backlog:
 
     def count_drop(self, entry: Entry, now: float) -> None:
         """Count one entry that will never be sent."""
-        self._kinds[entry.kind or "unknown"] += 1
-        self._priorities[entry.priority] += 1
-        if self._first_drop is None:
-            self._first_drop = now
-        self._last_drop = now
+        self._drops.count(entry, now)
 
     def report(self) -> DropReport | None:
         """The drops counted so far (None if none); `acknowledge` it once it is sent."""
-        if self._first_drop is None:
-            return None
-        return DropReport(
-            total=self.dropped,
-            by_kind=dict(self._kinds),
-            by_priority=dict(self._priorities),
-            first_drop=self._first_drop,
-            last_drop=self._last_drop,
-        )
+        return self._drops.report()
 
     def acknowledge(self, report: DropReport) -> None:
         """Stop counting the drops that `report` told (later drops stay counted)."""
-        self._kinds.subtract(report.by_kind)
-        self._priorities.subtract(report.by_priority)
-        self._kinds = +self._kinds
-        self._priorities = +self._priorities
-        if not self._kinds:
-            self._first_drop = None
+        self._drops.acknowledge(report)
 
     def _forget(self, entry: Entry) -> None:
         self._bytes -= entry.size

@@ -74,3 +74,9 @@ class ForeignRuleError(CommandError):
     The message names the chain, the foreign rules (position, nft's own text) and carries
     iptables' own stderr.
     """
+
+
+# A one-shot command cannot run at all (exit UNKNOWN): no config, no iptables, no privilege.
+CANNOT_RUN = (ConfigError, IptablesMissingError, PrivilegeError)
+# A write that failed, with its evidence (or that did not stick).
+WRITE_FAILED = (CommandError, VerifyError)

@@ -7,17 +7,27 @@ the rules in the kernel now, and why.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from efa_guard.addresses import local_addresses
 from efa_guard.backends import legacy_tables
 from efa_guard.chainreader import ChainReader
+from efa_guard.findings import Finding, NodePort, Owner, Visibility, nodeports, table, visible
 from efa_guard.iptables import Iptables
-from efa_guard.matches import Context, Packet, decide
 from efa_guard.policy import FAMILIES, Allowlist
 from efa_guard.reach import Evaluator, Probe, Verdict
-from efa_guard.ruletext import compile_rule
 from efa_guard.sockets import Listener, listeners, owners, user_name
+
+__all__ = [
+    "CHECK_BUDGET",
+    "Finding",
+    "NodePort",
+    "nodeports",
+    "prefetch",
+    "survey",
+    "table",
+    "visible",
+]
 
 # Read together, concurrently, before evaluating (raw PREROUTING and filter INPUT are
 # usually in the one-shot memo already); other chains are read only when a walk needs them.
@@ -32,95 +42,6 @@ _PREFETCH = (
 # a monitoring check must not take seconds because of someone else's 50k-rule chain. What
 # it could not evaluate in time is reported as such, and counted as reachable.
 CHECK_BUDGET = 0.03
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One service and whether it can be reached from outside."""
-
-    kind: str  # socket | nodeport
-    protocol: str
-    port: int
-    family: str
-    address: str
-    reachable: bool
-    reason: str
-    allowed: bool
-    pid: int | None = None
-    process: str | None = None
-    service: str | None = None
-    user: str | None = None  # the socket's owning user, when its process cannot be seen
-    evaluated: bool = True  # False: the survey's budget ran out first (counted reachable)
-
-    @property
-    def name(self) -> str:
-        """`tcp/3306 ipv4 (mysqld[812])`, how reports name it."""
-        if self.process:
-            who = f"{self.process}[{self.pid}]"
-        elif self.user:
-            who = f"user {self.user}; process not visible here"
-        else:
-            who = self.service or self.kind
-        return f"{self.protocol}/{self.port} {self.family} ({who})"
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return {
-            "kind": self.kind,
-            "protocol": self.protocol,
-            "port": self.port,
-            "family": self.family,
-            "address": self.address,
-            "pid": self.pid,
-            "process": self.process,
-            "service": self.service,
-            "user": self.user,
-            "reachable": self.reachable,
-            "reason": self.reason,
-            "allowed": self.allowed,
-            "evaluated": self.evaluated,
-        }
-
-
-@dataclass(frozen=True)
-class NodePort:
-    """A port kube-proxy DNATs (nat KUBE-NODEPORTS)."""
-
-    protocol: str
-    port: int
-    target: str  # the chain it jumps to, or "DNAT"
-    destination: str | None  # for a direct DNAT
-    service: str
-
-
-def nodeports(listing: list[str] | None, interface: str | None = None) -> list[NodePort]:
-    """Parse kube-proxy's KUBE-NODEPORTS chain: one entry per port reachable from outside.
-
-    kube-proxy writes a second rule per NodePort for `-d 127.0.0.0/8` (localhost NodePorts);
-    no packet arriving on `interface` can match it, so it is no NodePort of its own.
-    """
-    out: dict[tuple[str, int], NodePort] = {}
-    for line in listing or []:
-        if not line.startswith("-A KUBE-NODEPORTS "):
-            continue
-        rule = compile_rule(0, line)
-        proto = rule.protocol.value if rule.protocol and not rule.protocol.negated else ""
-        port = rule.dports.value if rule.dports and not rule.dports.negated else ""
-        if not port.isdigit() or proto not in ("tcp", "udp") or not rule.target:
-            continue
-        where = interface or (rule.interface.value if rule.interface else "")
-        probe = Probe("ipv4", proto, int(port), where)
-        if (proto, int(port)) in out or decide(rule, probe, Packet(), Context("nat")) is False:
-            continue
-        comment = next((o.value for o in rule.options if o.name == "--comment"), None)
-        out[proto, int(port)] = NodePort(
-            protocol=proto,
-            port=int(port),
-            target=rule.target,
-            destination=rule.target_arg("--to-destination"),
-            service=comment or f"NodePort {port}",
-        )
-    return list(out.values())
 
 
 def _present_tables(kind: str, family: str) -> frozenset[str] | None:
@@ -213,35 +134,18 @@ def _nodeport_findings(
             continue
         probe = Probe(family, np.protocol, np.port, interface)
         verdict = ev.forwarded(probe, follow_dnat=not skip_allowed)
-        finding = Finding(
-            "nodeport",
-            np.protocol,
-            np.port,
-            family,
-            "*",
-            verdict.reachable,
-            verdict.reason,
-            allowed,
-            service=np.service,
-            evaluated=verdict.evaluated,
+        seen = Visibility(verdict.reachable, verdict.reason, allowed, verdict.evaluated)
+        out.append(
+            Finding("nodeport", np.protocol, np.port, family, "*", seen, Owner(service=np.service))
         )
-        out.append(finding)
     return out
 
 
 def _socket_finding(sock: Listener, family: str, verdict: Verdict, *, allowed: bool) -> Finding:
     address = sock.address if sock.family == family else f"{sock.address} (dual-stack)"
+    seen = Visibility(verdict.reachable, verdict.reason, allowed, verdict.evaluated)
     return Finding(
-        "socket",
-        sock.protocol,
-        sock.port,
-        family,
-        address,
-        verdict.reachable,
-        verdict.reason,
-        allowed,
-        service=str(sock.inode),
-        evaluated=verdict.evaluated,
+        "socket", sock.protocol, sock.port, family, address, seen, Owner(service=str(sock.inode))
     )
 
 
@@ -265,27 +169,6 @@ def _with_owners(
             # Under the hardened unit other processes' fds cannot be read (no CAP_SYS_PTRACE,
             # ProtectProc=invisible): the kernel's socket owner still names who it is.
             user = None if name else user_name(uid_of.get(inode) if inode is not None else None)
-            named = replace(f, pid=pid, process=name, service=None, user=user)
+            named = replace(f, owner=Owner(pid=pid, process=name, user=user))
         out.append(named)
     return sorted(out, key=lambda f: (f.protocol, f.port, f.family, f.kind))
-
-
-def visible(findings: list[Finding]) -> list[Finding]:
-    """Reachable and not on the allowlist."""
-    return [f for f in findings if f.reachable and not f.allowed]
-
-
-def table(findings: list[Finding]) -> str:
-    """A human table."""
-    if not findings:
-        return "no listening sockets or NodePorts"
-    rows = [("PROTO", "PORT", "FAMILY", "ADDRESS", "OWNER", "REACHABLE", "WHY")]
-    for f in findings:
-        who = f"{f.process}[{f.pid}]" if f.process else (f.service or "-")
-        state = ("yes" if f.reachable else "no") + (" (allowed)" if f.allowed else "")
-        rows.append((f.protocol, str(f.port), f.family, f.address, who, state, f.reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r[:6], widths, strict=True)) + "  " + r[6]
-        for r in rows
-    )

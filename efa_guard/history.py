@@ -53,10 +53,20 @@ class Entry:
     trigger: str
     drift: tuple[str, ...]
     culprit: str
-    latency_ms: float | None
     message: str
-    pid: int | None
-    fields: dict[str, str]
+    fields: dict[str, str]  # the whole journal record
+
+    @property
+    def latency_ms(self) -> float | None:
+        """How long the correction took, for a correction."""
+        latency = self.fields.get("LATENCY_MS")
+        return float(latency) if latency and latency != "null" else None
+
+    @property
+    def pid(self) -> int | None:
+        """The daemon's PID that logged it."""
+        pid = self.fields.get("_PID", "")
+        return int(pid) if pid.isdigit() else None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -117,7 +127,6 @@ def parse(lines: str) -> list[Entry]:
         name = rec.get("CULPRIT_NAME", "null")
         pid = rec.get("CULPRIT_PID", "null")
         culprit = "" if name == "null" and pid == "null" else f"{_null(name, '?')}[{pid}]"
-        latency = rec.get("LATENCY_MS")
         out.append(
             Entry(
                 time=datetime.fromtimestamp(usec / 1e6, tz=UTC),
@@ -126,9 +135,7 @@ def parse(lines: str) -> list[Entry]:
                 trigger=rec.get("TRIGGER", ""),
                 drift=drift_list,
                 culprit=culprit,
-                latency_ms=float(latency) if latency and latency != "null" else None,
                 message=rec.get("MESSAGE", ""),
-                pid=int(rec["_PID"]) if rec.get("_PID", "").isdigit() else None,
                 fields=rec,
             )
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from efa_guard.matches_addr import destination, source
 from efa_guard.policy import interface_matches
 from efa_guard.ruletext import Option, Pulled, Rule
 
@@ -109,7 +110,7 @@ def decide(rule: Rule, probe: Probe, pkt: Packet, ctx: Context) -> bool | None:
         return False
     result: bool | None = True
     if rule.destination is not None:
-        value = _destination(rule.destination.value, probe, ctx.local)
+        value = destination(rule.destination.value, probe.destination, ctx.local)
         if value is None:
             result = None
         elif value == rule.destination.negated:
@@ -135,7 +136,7 @@ def _option(  # noqa: C901, PLR0911 - one flat decision per option reads best
     if name in _ALWAYS:
         return True
     if name in _SOURCE:
-        return _source(value)
+        return source(value)
     if name in _LONG:
         return _long_form(opt, probe, ctx)
     if name in ("--ctstate", "--state"):
@@ -161,7 +162,7 @@ def _long_form(opt: Option, probe: Probe, ctx: Context) -> bool | None:
     """Long spellings `iptables -S` does not print, for listings from elsewhere."""
     name, value = opt.name, opt.value
     if name in ("--destination", "--dst"):
-        return _destination(value, probe, ctx.local)
+        return destination(value, probe.destination, ctx.local)
     if name == "--in-interface":
         return interface_matches(probe.interface, value)
     if name == "--protocol":
@@ -189,59 +190,6 @@ def _mark(value: str, mark: int | None) -> bool | None:
         return None
     want, _, mask = value.partition("/")
     return mark & (int(mask, 0) if mask else _MASK) == int(want, 0)
-
-
-def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return None
-
-
-def _source(value: str) -> bool | None:
-    net = _network(value)
-    if net is None:
-        return None
-    if net.prefixlen == 0:
-        return True
-    return False if net.is_loopback else None
-
-
-def _destination(  # noqa: PLR0911 - one return per case reads best
-    value: str, probe: Probe, local: frozenset[str] | None
-) -> bool | None:
-    host = _host(value) if probe.destination is None else None
-    if host is not None and not host.startswith("127.") and host != "::1":
-        if local is None:
-            return None
-        mine = [a for a in local if (":" in a) == (":" in host)]
-        if host not in mine:
-            return False  # the fast answer for kube-proxy's thousands of `-d IP/32`
-        return True if len(mine) == 1 else None
-    net = _network(value)
-    if net is None:
-        return None
-    if probe.destination is not None:
-        return ipaddress.ip_address(probe.destination) in net
-    if net.prefixlen == 0:
-        return True
-    if net.is_loopback:
-        return False  # no packet from another interface is addressed to loopback
-    if local is None:
-        return None
-    ours = [a for a in map(ipaddress.ip_address, local) if a.version == net.version]
-    inside = sum(a in net for a in ours)
-    if inside == 0:
-        return False
-    return True if inside == len(ours) else None
-
-
-def _host(value: str) -> str | None:
-    """The address of a host-sized network as iptables prints it, else None."""
-    if "/" not in value:
-        return value
-    address, _, bits = value.partition("/")
-    return address if bits == ("128" if ":" in address else "32") else None
 
 
 def _proto(value: str, probe: Probe) -> bool:

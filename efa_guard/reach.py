@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import ipaddress
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from efa_guard.matches import Context, Hit, Packet, Probe, decide, marked
-from efa_guard.ruletext import Chain, Rule, compile_chain
+from efa_guard.matches import Hit, Packet, Probe
+from efa_guard.reach_walk import End, NotEvaluatedError, Path, Walker
+from efa_guard.ruletext import Chain, compile_chain
 
 __all__ = ["Evaluator", "Fetch", "Hit", "NotEvaluatedError", "Probe", "Verdict"]
 
@@ -27,15 +27,8 @@ __all__ = ["Evaluator", "Fetch", "Hit", "NotEvaluatedError", "Probe", "Verdict"]
 # raise NotEvaluatedError (a budget ran out before the chain could be read).
 Fetch = Callable[[str, str], list[str] | None]
 
-TERMINAL_DROP = frozenset({"DROP", "REJECT"})
-_ENDS = frozenset({"ACCEPT", "DROP", "REJECT", "DNAT"})
-_MAX_DEPTH = 32
 _SHOWN = 3  # caveats named in a reason
 _PRE = (("raw", "PREROUTING"), ("mangle", "PREROUTING"))
-
-
-class NotEvaluatedError(Exception):
-    """The walk stopped before it could decide (a time budget ran out)."""
 
 
 @dataclass(frozen=True)
@@ -49,38 +42,6 @@ class Verdict:
     evaluated: bool = True  # False: not evaluated within the budget (reported reachable)
 
 
-@dataclass(frozen=True)
-class _End:
-    action: str  # ACCEPT, DROP, REJECT, DNAT
-    hit: Hit
-    packet: Packet
-    dnat: str | None = None
-
-
-@dataclass
-class _Flow:
-    ends: list[_End]
-    through: Packet | None  # what falls off the end or RETURNs (merged); None: nothing
-
-
-@dataclass
-class _Path:
-    closed: list[_End]
-    open: Packet | None
-
-
-def _merge(a: Packet | None, b: Packet | None) -> Packet | None:
-    """One packet standing for both paths: what differs becomes unknown."""
-    if a is None or b is None:
-        return a or b
-    return Packet(
-        mark=a.mark if a.mark == b.mark else None,
-        untracked=a.untracked if a.untracked == b.untracked else None,
-        dnat=a.dnat or b.dnat,
-        conds=a.conds if len(a.conds) <= len(b.conds) else b.conds,
-    )
-
-
 @dataclass
 class Evaluator:
     """Evaluates probes against one family's rules, reading and compiling chains lazily."""
@@ -92,7 +53,10 @@ class Evaluator:
     deadline: float | None = None  # time.monotonic() after which a walk gives up
     _listings: dict[tuple[str, str], list[str] | None] = field(default_factory=dict)
     _compiled: dict[tuple[str, str], Chain | None] = field(default_factory=dict)
-    _steps: int = 0
+    _walker: Walker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._walker = Walker(self.compiled, self.addresses, self.deadline)
 
     def chain(self, table: str, chain: str) -> list[str] | None:
         """A chain's listing, cached."""
@@ -118,7 +82,7 @@ class Evaluator:
         chains = (*_PRE, ("mangle", "INPUT"), ("filter", "INPUT"))
         try:
             with _no_gc():
-                path = self._path(chains, probe, Packet())
+                path = self._walker.path(chains, probe, Packet())
         except NotEvaluatedError as e:
             return _not_evaluated(e)
         return self._verdict(path, "no rule drops it")
@@ -136,10 +100,10 @@ class Evaluator:
             return _not_evaluated(e)
 
     def _forwarded(self, probe: Probe, *, follow_dnat: bool) -> Verdict:
-        pre = self._path(_PRE, probe, Packet())
+        pre = self._walker.path(_PRE, probe, Packet())
         if pre.open is None or not follow_dnat:
             return self._verdict(pre, "nothing drops it before kube-proxy's DNAT")
-        nat = self._walk("nat", "KUBE-NODEPORTS", probe, pre.open, 0)
+        nat = self._walker.walk("nat", "KUBE-NODEPORTS", probe, pre.open, 0)
         dnats = [e for e in nat.ends if e.action == "DNAT" and e.dnat]
         if not dnats:
             return Verdict(
@@ -150,7 +114,7 @@ class Evaluator:
         judged.sort(key=lambda ev: (not ev[1].reachable, len(ev[0].packet.conds)))
         return judged[0][1]
 
-    def _after_dnat(self, probe: Probe, dnat: _End, closed: list[_End]) -> Verdict:
+    def _after_dnat(self, probe: Probe, dnat: End, closed: list[End]) -> Verdict:
         dest = dnat.dnat or ""
         address, _, port = (
             dest.rpartition(":") if "]" in dest or dest.count(":") == 1 else (dest, "", "")
@@ -171,13 +135,13 @@ class Evaluator:
         if known is not None and ipaddress.ip_address(known).is_loopback:
             chains = (("mangle", "INPUT"), ("filter", "INPUT"))
         packet = replace(dnat.packet, dnat=True)
-        path = self._path(chains, after, packet)
+        path = self._walker.path(chains, after, packet)
         path.closed[:0] = closed
         return self._verdict(path, f"DNAT to {dest}, forwarded")
 
     # -- internals -----------------------------------------------------------------------
 
-    def _verdict(self, path: _Path, ok: str) -> Verdict:
+    def _verdict(self, path: Path, ok: str) -> Verdict:
         fam = self.family
         main = min(path.closed, key=lambda e: len(e.packet.conds), default=None)
         if path.open is None:
@@ -198,86 +162,6 @@ class Evaluator:
             more = f"; and {len(caveats) - _SHOWN} more" if len(caveats) > _SHOWN else ""
             ok += f" (unless {named}{more})"
         return Verdict(reachable=True, reason=ok, caveats=caveats)
-
-    def _path(self, chains: tuple[tuple[str, str], ...], probe: Probe, pkt: Packet) -> _Path:
-        closed: list[_End] = []
-        live: Packet | None = pkt
-        for table, name in chains:
-            if live is None:
-                break
-            chain = self.compiled(table, name)
-            if chain is None:
-                continue
-            flow = self._walk(table, name, probe, live, 0)
-            closed += [e for e in flow.ends if e.action in TERMINAL_DROP]
-            live = None
-            for e in flow.ends:
-                if e.action == "ACCEPT":  # ends this table's chain, not the packet's path
-                    live = _merge(live, e.packet)
-            through = flow.through
-            if through is not None and chain.policy in TERMINAL_DROP:
-                policy = Hit(table, name, 0, f"-P {name} {chain.policy}")
-                closed.append(_End(chain.policy, policy, through))
-                through = None
-            live = _merge(live, through)
-        return _Path(closed, live)
-
-    def _walk(self, table: str, name: str, probe: Probe, pkt: Packet, depth: int) -> _Flow:
-        chain = self.compiled(table, name)
-        if chain is None or depth > _MAX_DEPTH:
-            return _Flow([], pkt)
-        ctx = Context(table, self.addresses)
-        ends: list[_End] = []
-        live, returned = pkt, None
-        for index in range(len(chain)):
-            self._tick()
-            rule = chain.rule(index)
-            matched = decide(rule, probe, live, ctx)
-            if matched is False or rule.target is None:
-                continue
-            hit = Hit(table, name, rule.position, rule.line)
-            if matched is None:
-                branch = replace(live, conds=(*live.conds, hit))
-                sub_ends, cont, ret = self._apply(rule, hit, probe, branch, depth)
-                ends += sub_ends
-                live = _merge(live, cont) or live
-                returned = _merge(returned, ret)
-                continue
-            sub_ends, cont, ret = self._apply(rule, hit, probe, live, depth)
-            ends += sub_ends
-            if cont is None:
-                return _Flow(ends, _merge(returned, ret))
-            live = cont
-        return _Flow(ends, _merge(returned, live))
-
-    def _apply(  # noqa: PLR0911 - one return per kind of target
-        self, rule: Rule, hit: Hit, probe: Probe, pkt: Packet, depth: int
-    ) -> tuple[list[_End], Packet | None, Packet | None]:
-        """(outcomes that end the walk, the packet going on in this chain, the one returning)."""
-        target = rule.target or ""
-        if target in _ENDS:
-            return [_End(target, hit, pkt, rule.target_arg("--to-destination"))], None, None
-        if target == "RETURN":
-            return [], None, pkt
-        if target == "NOTRACK" or (target == "CT" and "--notrack" in rule.target_args):
-            return [], replace(pkt, untracked=True), None  # `--ctstate NEW` will not match
-        if target == "MARK":
-            return [], replace(pkt, mark=marked(rule, pkt.mark)), None
-        if target == "CONNMARK" and "--restore-mark" in rule.target_args:
-            return [], replace(pkt, mark=None), None
-        if self.compiled(hit.table, target) is None:
-            return [], pkt, None  # LOG, MASQUERADE, ...: the packet goes on
-        flow = self._walk(hit.table, target, probe, pkt, depth + 1)
-        if rule.goto:
-            return flow.ends, None, flow.through
-        return flow.ends, flow.through, None
-
-    def _tick(self) -> None:
-        self._steps += 1
-        late = self.deadline is not None and time.monotonic() > self.deadline
-        if not self._steps & 0x3FF and late:
-            msg = f"the time budget ran out after {self._steps} rules"
-            raise NotEvaluatedError(msg)
 
 
 @contextlib.contextmanager

@@ -19,34 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from tools.fightkit import SAMPLER, WRITER
 from tools.harness import isolate_state, write_config
 from tools.runner import Daemon
 from tools.sandbox import sandbox
 
 GOALS = {0.3: 0.95, 0.05: 0.80}
 CPU_GOAL = 0.10
-SAMPLER = """
-import subprocess, sys, time
-ipt, seconds = sys.argv[1], float(sys.argv[2])
-ok = total = 0
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    hook = subprocess.run([ipt, "-w", "-S", "INPUT"], capture_output=True, text=True).stdout
-    chain = subprocess.run([ipt, "-w", "-S", "EFA_INPUT"], capture_output=True, text=True).stdout
-    lines = hook.splitlines()
-    total += 1
-    ok += len(lines) > 1 and lines[1] == "-A INPUT -j EFA_INPUT" and "1024:6513" in chain
-    time.sleep(0.01)
-print(ok / total, total)
-"""
-WRITER = """
-import subprocess, sys, time
-ipt, every, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    subprocess.run([ipt, "-w", "-D", "EFA_INPUT", "1"], capture_output=True)
-    time.sleep(every)
-"""
 
 
 def _in(ns: str, code: str, *args: str) -> subprocess.Popen[str]:
@@ -71,7 +50,7 @@ def fight(backend: str, period: float, seconds: float) -> tuple[float, float, in
                 time.sleep(0.1)
             cpu0, t0 = daemon.cpu(), time.monotonic()
             writer = _in(box.guard, WRITER, ipt, str(period), str(seconds))
-            sampler = _in(box.guard, SAMPLER, ipt, str(seconds))
+            sampler = _in(box.guard, SAMPLER, ipt, str(seconds), "count")
             out = sampler.communicate(timeout=seconds + 60)[0].split()
             writer.wait(timeout=60)
             used = (daemon.cpu() - cpu0).total / 1000 / (time.monotonic() - t0)

@@ -15,18 +15,11 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tools.fightkit import WRITER
 from tools.harness import write_config
 from tools.sandbox import Sandbox
 
 PORT = 9731
-WRITER = """
-import subprocess, sys, time
-ipt, every, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    subprocess.run([ipt, "-w", "-D", "EFA_INPUT", "1"], capture_output=True)
-    time.sleep(every)
-"""
 
 
 def _ip(*args: str) -> None:

@@ -30,13 +30,13 @@ from efa_guard.cli.report import (
 )
 from efa_guard.enforce import Outcome, enforce, inspect
 from efa_guard.errors import (
-    CommandError,
+    CANNOT_RUN,
+    WRITE_FAILED,
     ConfigError,
     EfaGuardError,
     IptablesMissingError,
     PrivilegeError,
     ReadError,
-    VerifyError,
 )
 from efa_guard.exposure import Finding, prefetch, survey, visible
 from efa_guard.exposure import table as exposure_table
@@ -236,12 +236,12 @@ def _check(args: argparse.Namespace) -> Report:
             cfg, ipt, warnings, fix=args.fix, exposure=not args.no_exposure, paused=view.paused
         )
         report.data["daemon"] = view.data
-    except (ConfigError, IptablesMissingError, PrivilegeError) as e:
+    except CANNOT_RUN as e:
         report = Report(UNKNOWN, str(e), data={"error": str(e), "config": str(args.config)})
     except ReadError as e:
         what = f"cannot read iptables: {e}"
         report = Report(UNKNOWN, what, data={"error": str(e), **evidence(e)})
-    except (CommandError, VerifyError) as e:
+    except WRITE_FAILED as e:
         code = CRITICAL if args.fix else UNKNOWN
         what = "could not correct drift" if args.fix else "cannot read iptables"
         report = Report(code, f"{what}: {e}", data={"error": str(e), **evidence(e)})

@@ -9,16 +9,17 @@ import sys
 from efa_guard import config as configmod
 from efa_guard.catalog import EventKind
 from efa_guard.cli.common import log_retry_cli, open_backend
+from efa_guard.cli.control import load_or_say
 from efa_guard.cli.report import CRITICAL, HISTORY_SCHEMA, OK, UNKNOWN
 from efa_guard.enforce import enforce, inspect
 from efa_guard.errors import (
+    CANNOT_RUN,
+    WRITE_FAILED,
     CommandError,
-    ConfigError,
     EfaGuardError,
     IptablesMissingError,
     PrivilegeError,
     ReadError,
-    VerifyError,
 )
 from efa_guard.iptables import Iptables
 from efa_guard.render import restore_text
@@ -34,13 +35,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if args.dry_run:
             return _dry_run(cfg, ipt)
         outcome = enforce(ipt, cfg.policy, on_retry=log_retry_cli)
-    except (ConfigError, IptablesMissingError, PrivilegeError) as e:
+    except CANNOT_RUN as e:
         print(f"efa-guard: {e}", file=sys.stderr)
         return UNKNOWN
     except ReadError as e:
         print(f"efa-guard: cannot read iptables: {e}", file=sys.stderr)
         return UNKNOWN
-    except (CommandError, VerifyError) as e:
+    except WRITE_FAILED as e:
         print(f"efa-guard: could not assert the policy: {e}", file=sys.stderr)
         if isinstance(e, CommandError) and e.stdin:
             print("efa-guard: transaction was:\n" + e.stdin, file=sys.stderr, end="")
@@ -69,10 +70,8 @@ def _dry_run(cfg: configmod.Config, ipt: Iptables) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the iptables-restore input of the policy; touches nothing."""
-    try:
-        cfg = configmod.load(args.config)
-    except ConfigError as e:
-        print(f"efa-guard: {e}", file=sys.stderr)
+    cfg = load_or_say(args.config)
+    if cfg is None:
         return UNKNOWN
     print(f"# efa-guard policy from {cfg.path}, as iptables-restore --noflush input.")
     print("# For a node without the policy: it inserts the jumps, so on a node that has it")

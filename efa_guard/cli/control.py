@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from efa_guard import config as configmod
 from efa_guard import lastgood, paths
@@ -18,13 +19,20 @@ VALID, INVALID, UNKNOWN = 0, 1, 3
 _POLL = 0.05
 
 
+def load_or_say(path: Path, why: str = "") -> configmod.Config | None:
+    """The config at `path`, or None once stderr says why not (`why` leads the reason)."""
+    try:
+        return configmod.load(path)
+    except ConfigError as e:
+        print(f"efa-guard: {why}{e}", file=sys.stderr)
+        return None
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a config file without applying it."""
     path = args.path or args.config
-    try:
-        cfg = configmod.load(path)
-    except ConfigError as e:
-        print(f"efa-guard: invalid: {e}", file=sys.stderr)
+    cfg = load_or_say(path, "invalid: ")
+    if cfg is None:
         return INVALID
     chains = ", ".join(f"{c.table}/{c.name}" for c in cfg.policy.chains)
     families = "+".join(cfg.policy.families)
@@ -35,10 +43,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Validate, signal the daemon, and wait until it enforces the file or rejects it."""
-    try:
-        cfg = configmod.load(args.config)
-    except ConfigError as e:
-        print(f"efa-guard: not reloaded, the file is invalid: {e}", file=sys.stderr)
+    cfg = load_or_say(args.config, "not reloaded, the file is invalid: ")
+    if cfg is None:
         return INVALID
     want = lastgood.sha256(cfg.text)
     state = read_json(STATE_FILE, paths.run_dir())

@@ -7,62 +7,14 @@ the daemon's imports.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 from efa_guard.catalog import EventKind
+from efa_guard.cli.argtypes import Parser, VersionAction, duration, positive
 from efa_guard.config import DEFAULT_PATH
 from efa_guard.log import LOG_FORMATS
 
 DEFAULT_CONFIG = DEFAULT_PATH
-UNKNOWN = 3
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors exit 3 (UNKNOWN) with a monitoring-plugin status line, not 2 (CRITICAL)."""
-
-    def error(self, message: str) -> NoReturn:
-        """Report a usage error the way monitoring systems read it."""
-        print(f"EFA-GUARD UNKNOWN - usage error: {message}")
-        self.print_usage(sys.stderr)
-        self.exit(UNKNOWN)
-
-
-class _VersionAction(argparse.Action):
-    """--version, resolved only when asked (importlib.metadata is slow to import)."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,  # noqa: ARG002 - argparse's signature
-        values: object,  # noqa: ARG002
-        option_string: str | None = None,  # noqa: ARG002
-    ) -> None:
-        from efa_guard import __version__  # noqa: PLC0415
-
-        print(f"efa-guard {__version__}")
-        parser.exit()
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        msg = f"{text!r} is not a number of seconds between 0 and 3600"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _duration(text: str) -> float:
-    from efa_guard.pause import parse_duration  # noqa: PLC0415
-
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep EFA's management-interface iptables policy in place.",
         parents=[common],
     )
-    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version")
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="print the version")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: str, summary: str, description: str) -> argparse.ArgumentParser:
@@ -107,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "-t",
         "--timeout",
-        type=_positive,
+        type=positive,
         default=30.0,
         help="give up with UNKNOWN after this many seconds (default 30)",
     )
-    check.add_argument("-V", "--version", action=_VersionAction, nargs=0, help="print the version")
+    check.add_argument("-V", "--version", action=VersionAction, nargs=0, help="print the version")
 
     apply = command(
         "apply",
@@ -146,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answer in time. systemctl reload efa-guard runs this.",
     )
     reload.add_argument(
-        "--timeout", type=_positive, default=30.0, help="seconds to wait (default 30)"
+        "--timeout", type=positive, default=30.0, help="seconds to wait (default 30)"
     )
     pause_cmd = command(
         "pause",
@@ -161,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     pause_cmd.add_argument(
         "--for",
         dest="duration",
-        type=_duration,
+        type=duration,
         default=15 * 60.0,
         metavar="DURATION",
         help="how long: 90s, 15m, 2h (default 15m; at most daemon.pause_max, default 4h)",

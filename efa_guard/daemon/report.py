@@ -1,27 +1,21 @@
-"""The daemon's journal events: every decision of the reconcile step, worded for an operator."""
+"""The daemon's journal events: every decision of the reconcile step, worded for an operator.
+
+Checks, corrections, failures and fights here; pause and config events in report_settings.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from efa_guard.catalog import EventKind
 from efa_guard.daemon.fights import Contest, ContestEnded
-from efa_guard.daemon.reload import Reloaded
-from efa_guard.daemon.telemetry import Telemetry
+from efa_guard.daemon.report_settings import SettingsReports, shown
 from efa_guard.enforce import Inspection
-from efa_guard.errors import CommandError, ConfigError
+from efa_guard.errors import CommandError
 from efa_guard.events import Event, Trigger, culprit, label
-from efa_guard.log import Logger
-from efa_guard.notify import Notifier
-from efa_guard.pause import Pause
 
-_SHOWN = 4
 REPEAT_FAILURE = 60.0  # seconds: the same failure is logged once in this long (with a count)
-
-
-def _clock(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
 
 
 def _by(events: list[Event]) -> tuple[str, dict[str, object]]:
@@ -34,14 +28,8 @@ def _by(events: list[Event]) -> tuple[str, dict[str, object]]:
 
 
 @dataclass(frozen=True)
-class Reporter:
+class Reporter(SettingsReports):
     """Composes and logs the events; knows nothing of when or why they happen."""
-
-    log: Logger
-    notifier: Notifier
-    backend: str
-    telemetry: Telemetry | None = None
-    repeats: dict[str, tuple[float, int]] = field(default_factory=dict)  # message -> last, skipped
 
     def checked(self, insp: Inspection | None) -> None:
         """A check ran (None: its read failed); only metrics care."""
@@ -86,13 +74,12 @@ class Reporter:
         by, fields = _by(events)
         drift = [d.describe() for d in insp.drifts]
         chains = sorted({d.chain for d in insp.drifts})
-        more = f"; and {len(drift) - _SHOWN} more" if len(drift) > _SHOWN else ""
-        if suppressed:
-            more += f" ({suppressed} more corrections during the contest were not logged)"
+        more = f" ({suppressed} more corrections during the contest were not logged)"
+        more = more if suppressed else ""
         self.log.warning(
             EventKind.DRIFT_CORRECTED,
             message=f"drift corrected ({trigger}{by}) in {latency_ms:.1f} ms: "
-            + "; ".join(drift[:_SHOWN])
+            + shown(drift)
             + more,
             trigger=str(trigger),
             triggers=sorted({str(e.trigger) for e in events}),
@@ -184,44 +171,6 @@ class Reporter:
         )
         self.notifier.status(f"policy in place on {self.backend}; a contest ended")
 
-    def paused(self, pause: Pause, *, carried: bool) -> None:
-        """Enforcement paused: who, why, until when."""
-        until = _clock(pause.until)
-        again = " (still, after a daemon restart)" if carried else ""
-        self.log.warning(
-            EventKind.PAUSED,
-            message=f"enforcement paused{again} by {pause.by} until {until}: {pause.reason}",
-            by=pause.by,
-            reason=pause.reason,
-            until=pause.until,
-            carried=carried,
-        )
-        self.notifier.status(f"PAUSED by {pause.by} until {until}: {pause.reason}")
-
-    def resumed(self, pause: Pause, why: str) -> None:
-        """The pause ended: the policy goes back at once."""
-        self.log.warning(
-            EventKind.RESUMED,
-            message=f"enforcement resumed ({why}); paused by {pause.by}: {pause.reason}",
-            reason=why,
-            paused_by=pause.by,
-            paused_for=pause.reason,
-        )
-        self.notifier.status(f"policy being re-asserted on {self.backend} after a pause")
-
-    def drift_observed(self, insp: Inspection, pause: Pause | None) -> None:
-        """Drift seen while paused, left alone."""
-        drift = [d.describe() for d in insp.drifts]
-        who = f" (paused by {pause.by})" if pause else ""
-        self.log.warning(
-            EventKind.DRIFT_OBSERVED,
-            message=f"drift left in place while paused{who}: "
-            + "; ".join(drift[:_SHOWN])
-            + (f"; and {len(drift) - _SHOWN} more" if len(drift) > _SHOWN else ""),
-            drift=drift,
-            hash_observed=insp.observed_hash,
-        )
-
     def interface(self, event: Event) -> None:
         """An interface went down, up, away or came back."""
         gone = event.detail.endswith("deleted") or " renamed to " in event.detail
@@ -236,49 +185,3 @@ class Reporter:
     def overflow(self, event: Event) -> None:
         """The kernel dropped events: a full check follows."""
         self.log.warning(EventKind.EVENTS_LOST, message=event.detail, detail=event.detail)
-
-    def reloaded(self, new: Reloaded, why: str, *, recovered: bool) -> None:
-        """A new config is running."""
-        what = " and ".join(new.changes) + " changed" if new.changes else "no change"
-        if recovered:
-            what += "; the file is valid again, the fallback policy is no longer used"
-        dropped = new.dropped
-        self.log.info(
-            EventKind.CONFIG_RELOADED,
-            message=f"config reloaded ({why}): {what}"
-            + (f"; no longer managed, left in place: {', '.join(dropped)}" if dropped else ""),
-            trigger=str(Trigger.CONFIG_RELOAD),
-            path=str(new.config.path),
-            changed=bool(new.changes),
-            changes=list(new.changes),
-            recovered=recovered,
-            detail=why,
-            unmanaged=list(dropped),
-        )
-
-    def rejected(self, error: ConfigError, why: str, *, running: str) -> None:
-        """An edit that cannot be used; the running policy stays."""
-        keeps = "the running policy stays" + (f" ({running})" if running != "file" else "")
-        self.log.error(
-            EventKind.CONFIG_REJECTED,
-            message=f"config rejected, {keeps}: {error}",
-            trigger=str(Trigger.CONFIG_RELOAD),
-            path=error.path,
-            key=error.key,
-            reason=error.reason,
-            sha256=error.sha256,
-            detail=why,
-        )
-        self.notifier.status(f"policy in place; config REJECTED: {error.key}: {error.reason}")
-
-    def fallback(self, error: ConfigError, source: str) -> None:
-        """Started with a broken file: a fallback policy is enforced instead."""
-        self.log.critical(
-            EventKind.CONFIG_FALLBACK,
-            message=f"config file unusable at startup, enforcing the {source} policy "
-            f"instead: {error}",
-            path=error.path,
-            key=error.key,
-            reason=error.reason,
-            source=source,
-        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from efa_guard.events import Event, Trigger
@@ -20,6 +22,7 @@ class Schedule:
     pause: Pause | None = None  # enforcement paused: observe, never correct
     pause_ends: float = 0.0  # the pause's deadline on this clock
     seen_while_paused: str = ""  # the observed hash last reported while paused
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # the step's time
 
     def hold(self, until: float) -> None:
         """No check before `until` (held events wait in `pending`)."""

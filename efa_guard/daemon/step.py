@@ -7,18 +7,19 @@ own modules; every side effect enters through the constructor.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 
 from efa_guard import config as configmod
-from efa_guard import pause
+from efa_guard.daemon.apply import Reloads
 from efa_guard.daemon.fights import Fights
-from efa_guard.daemon.reload import InlineLoader, Outcome, Reloaded, ThreadLoader
+from efa_guard.daemon.pauses import Pauses
+from efa_guard.daemon.reload import InlineLoader, ThreadLoader
 from efa_guard.daemon.report import Reporter
 from efa_guard.daemon.schedule import Schedule
+from efa_guard.daemon.status import Hooks, Status
 from efa_guard.enforce import Inspection, enforce, inspect, log_retry
 from efa_guard.errors import ConcurrentChangeError, VerifyError
 from efa_guard.events import Event, Trigger, families, label
@@ -26,45 +27,7 @@ from efa_guard.iptables import Runner
 from efa_guard.lastgood import sha256
 from efa_guard.policy import Policy
 
-_ASKED = "efa-guard resume"
-
-
-def _nothing(*_args: object) -> None:
-    """The default hook."""
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """What the reconcile step tells the rest of the daemon."""
-
-    config_changed: Callable[[configmod.Config], None] = _nothing  # sources follow it
-    retrying: Callable[[], object] = _nothing  # a long retry must not starve the watchdog
-    rules_changed: Callable[[], None] = _nothing  # the exposure survey is stale
-    verified: Callable[[configmod.Config], object] = _nothing  # keep it as last-known-good
-
-
-@dataclass
-class Counters:
-    """What the step counts."""
-
-    events: int = 0
-    checks: int = 0
-    corrections: int = 0
-    failures: int = 0
-
-
-@dataclass
-class Status:
-    """What the step knows, for the journal, StatusText and `check` (times are unix seconds)."""
-
-    ready: bool = False  # a check has succeeded: the policy is known to be in place
-    last_hash: str = ""  # observed SHA-256 of the whole policy when last in place
-    verified_sha256: str = ""  # SHA-256 of the config text last verified in the kernel
-    source: str = "file"  # or "last-known-good" / "shipped default" after a broken file
-    rejected: dict[str, str] | None = None  # the file that cannot be used, and why
-    last_check: float | None = None
-    last_correction: float | None = None
-    counts: Counters = field(default_factory=Counters)
+__all__ = ["Hooks", "Reconciler", "Status"]
 
 
 def _cpu() -> float:
@@ -75,39 +38,44 @@ def _cpu() -> float:
 
 @dataclass
 class Reconciler:
-    """Owns the running config; composes the schedule, the fight tracker and the reporter."""
+    """Owns the running config; composes the schedule, fights, pauses, reloads and reporter."""
 
     config: configmod.Config
     ipt: Runner
     report: Reporter
-    clock: Callable[[], float] = time.monotonic
+    clock: InitVar[Callable[[], float]] = time.monotonic  # the schedule keeps it
     hooks: Hooks = field(default_factory=Hooks)
     status: Status = field(default_factory=Status)
-    loader: InlineLoader | ThreadLoader = field(default_factory=InlineLoader)
+    loader: InitVar[InlineLoader | ThreadLoader | None] = None  # default: InlineLoader
     fights: Fights = field(init=False)
-    schedule: Schedule = field(init=False, default_factory=Schedule)
+    schedule: Schedule = field(init=False)
+    reloads: Reloads = field(init=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(
+        self, clock: Callable[[], float], loader: InlineLoader | ThreadLoader | None
+    ) -> None:
         self.fights = Fights(self.config.daemon)
+        self.schedule = Schedule(clock=clock)
+        self.reloads = Reloads(loader or InlineLoader(), self.report, self.status)
+
+    def _now(self) -> float:
+        """Now, on the step's clock."""
+        return self.schedule.clock()
+
+    @property
+    def pauses(self) -> Pauses:
+        """The pause handling, over the schedule that holds the pause."""
+        return Pauses(self.schedule, self.report)
 
     # -- the public step ------------------------------------------------------------------
 
     def handle(self, events: list[Event]) -> None:
         """React to one coalesced burst of events."""
         self.status.counts.events += len(events)
-        reloads = [e for e in events if e.trigger is Trigger.CONFIG_RELOAD]
-        if reloads:
-            why = ", ".join(sorted({e.detail for e in reloads if e.detail})) or "reload"
-            self.loader.request(self.config, why, min(e.at for e in reloads))
-        events = [e for e in events if e.trigger is not Trigger.CONFIG_LOADED]
-        events += [self._apply(done) for done in self.loader.take()]
-        if any(e.trigger is Trigger.PAUSE for e in events):
-            events = [e for e in events if e.trigger is not Trigger.PAUSE] + self._pause_changed()
-        if any(e.trigger is Trigger.RESUME and e.detail != _ASKED for e in events):
-            self._resume("the pause's deadline passed")
+        events = self.pauses.handle(self.reloads.handle(self.config, events, self._use))
         if not events:
             return
-        now = self.clock()
+        now = self._now()
         for e in events:
             if e.trigger is Trigger.OVERFLOW:
                 self.report.overflow(e)
@@ -174,13 +142,13 @@ class Reconciler:
         trigger = label(events)
         self.report.checked(insp)
         if self.schedule.pause is not None:
-            self._observe_paused(insp)
+            self.pauses.observe(self.status, insp)
             return
         if insp.in_sync:
             self._in_place(policy, insp.observed_hash)
             if trigger is Trigger.STARTUP:
                 self.report.asserted(insp, hash_after=insp.observed_hash)
-            ended = self.fights.calm(self.clock())
+            ended = self.fights.calm(self._now())
             if ended is not None:
                 self.report.contest_ended(ended)
             return
@@ -201,8 +169,8 @@ class Reconciler:
             self.report.asserted(outcome.before, hash_after=outcome.after.observed_hash)
             return
         self._fought(events, insp, cost)
-        latency_ms = (self.clock() - min(e.at for e in events)) * 1000
-        skipped = self.fights.log_correction(self.clock())
+        latency_ms = (self._now() - min(e.at for e in events)) * 1000
+        skipped = self.fights.log_correction(self._now())
         if skipped is not None:  # a fight does not flood the journal: contested counts all
             self.report.corrected(
                 events,
@@ -212,50 +180,17 @@ class Reconciler:
                 attempts=outcome.attempts,
                 suppressed=skipped,
             )
-        self.schedule.hold(self.fights.next_allowed(self.clock()))
-
-    def _observe_paused(self, insp: Inspection) -> None:
-        """While paused: note what changed, correct nothing."""
-        self.status.ready = self.status.ready or insp.in_sync
-        seen = insp.observed_hash
-        if not insp.in_sync and seen != self.schedule.seen_while_paused:
-            self.report.drift_observed(insp, self.schedule.pause)
-        self.schedule.seen_while_paused = seen
+        self.schedule.hold(self.fights.next_allowed(self._now()))
 
     def pause_from_file(self) -> None:
         """At startup: a pause recorded before a daemon restart (same boot) still holds."""
-        found = pause.read()
-        if found is not None and found.until > time.time():
-            self.schedule.paused(found, self.clock() + found.until - time.time())
-            self.report.paused(found, carried=True)
-
-    def _pause_changed(self) -> list[Event]:
-        """`efa-guard pause` or `resume` wrote the pause file; a resume re-checks at once."""
-        found = pause.read()
-        now = self.clock()
-        if found is not None and found.until > time.time():
-            if found != self.schedule.pause:
-                self.schedule.paused(found, now + found.until - time.time())
-                self.report.paused(found, carried=False)
-            return []
-        if self.schedule.pause is None:
-            return []
-        self._resume("efa-guard resume")
-        return [Event(Trigger.RESUME, detail=_ASKED, at=now)]
-
-    def _resume(self, why: str) -> None:
-        was = self.schedule.pause
-        self.schedule.paused(None)
-        with contextlib.suppress(OSError):
-            pause.write(None)
-        if was is not None:
-            self.report.resumed(was, why)
+        self.pauses.from_file()
 
     def _fought(self, events: list[Event], insp: Inspection, cost: float) -> None:
         """A correction others made necessary: count it towards a fight (an edit never is)."""
         if label(events) in (Trigger.CONFIG_RELOAD, Trigger.STARTUP, Trigger.RESUME):
             return
-        contest = self.fights.corrected(self.clock(), cost)
+        contest = self.fights.corrected(self._now(), cost)
         if contest is not None:
             self.report.contested(events, insp, contest)
 
@@ -284,7 +219,7 @@ class Reconciler:
     def _failed(self, events: list[Event], error: Exception, *, stage: str) -> None:
         self.status.counts.failures += 1
         self.report.failed(events, error, stage=stage)
-        now = self.clock()
+        now = self._now()
         if isinstance(error, VerifyError | ConcurrentChangeError):
             until = self.fights.next_allowed(now)  # a writer won: try again within the budget
         else:
@@ -296,25 +231,8 @@ class Reconciler:
         self.hooks.retrying()
         log_retry(self.report.log, attempt, wait, exc)
 
-    def _apply(self, done: Outcome) -> Event:
-        """Use a finished reload (or log its rejection); the check that follows is its own."""
-        result = done.result
-        event = Event(Trigger.CONFIG_RELOAD, detail=done.why, at=done.asked_at)
-        if not isinstance(result, Reloaded):
-            self.status.rejected = {
-                "path": result.path,
-                "key": result.key,
-                "reason": result.reason,
-                "sha256": result.sha256,
-            }
-            self.report.rejected(result, done.why, running=self.status.source)
-            return event
-        recovered = self.status.source != "file"
-        if recovered:  # the fallback was verified, not the file (even with the same text):
-            self.status.verified_sha256 = ""  # the next check verifies and keeps it
-        self.config = result.config
-        self.status.source, self.status.rejected = "file", None
-        self.fights.tuning = result.config.daemon
-        self.hooks.config_changed(result.config)
-        self.report.reloaded(result, done.why, recovered=recovered)
-        return event
+    def _use(self, new: configmod.Config) -> None:
+        """A reloaded config runs from now on; the sources follow it."""
+        self.config = new
+        self.fights.tuning = new.daemon
+        self.hooks.config_changed(new)

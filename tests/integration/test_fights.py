@@ -11,32 +11,9 @@ import pytest
 from daemons import GuardDaemon, daemon_config, launch, wait_for
 from support import Guard
 
-pytestmark = [pytest.mark.usefixtures("journald"), pytest.mark.slow]
+from tools.fightkit import SAMPLER, WRITER
 
-# A sampler in the guard namespace: the fraction of reads where the whole policy of
-# filter/EFA_INPUT is there (rule 1 present, our jump first in INPUT).
-SAMPLER = """
-import subprocess, sys, time
-ipt, seconds = sys.argv[1], float(sys.argv[2])
-ok = total = 0
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    out = subprocess.run([ipt, "-w", "-S", "INPUT"], capture_output=True, text=True).stdout
-    chain = subprocess.run([ipt, "-w", "-S", "EFA_INPUT"], capture_output=True, text=True).stdout
-    lines = out.splitlines()
-    total += 1
-    ok += len(lines) > 1 and lines[1] == "-A INPUT -j EFA_INPUT" and "1024:6513" in chain
-    time.sleep(0.01)
-print(ok / total)
-"""
-WRITER = """
-import subprocess, sys, time
-ipt, every, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    subprocess.run([ipt, "-w", "-D", "EFA_INPUT", "1"], capture_output=True)
-    time.sleep(every)
-"""
+pytestmark = [pytest.mark.usefixtures("journald"), pytest.mark.slow]
 
 
 def _in_guard(guard: Guard, code: str, *args: str) -> subprocess.Popen[str]:

@@ -7,7 +7,7 @@ from fakes import CFG, fake, in_sync
 
 from efa_guard.enforce import enforce
 from efa_guard.errors import CommandError, ConcurrentChangeError, VerifyError
-from efa_guard.iptables import _is_race
+from efa_guard.iptables_proc import is_race as _is_race
 
 
 def test_in_sync_writes_nothing() -> None:

@@ -19,6 +19,7 @@ from efa_guard.cli import check, commands, common, report
 from efa_guard.daemon import publish
 from efa_guard.daemon.step import Reconciler
 from efa_guard.exposure import Finding
+from efa_guard.findings import Visibility
 from efa_guard.plan import Drift, DriftKind
 from tools.harness import DEFAULT_CONFIG
 
@@ -61,7 +62,8 @@ def test_check_document(capsys: pytest.CaptureFixture[str]) -> None:
 
 def finding() -> Finding:
     """One reachable socket."""
-    return Finding("socket", "tcp", 3306, "ipv4", "0.0.0.0", True, "no rule drops it", False)  # noqa: FBT003, S104
+    seen = Visibility(True, "no rule drops it", False)  # noqa: FBT003
+    return Finding("socket", "tcp", 3306, "ipv4", "0.0.0.0", seen)  # noqa: S104
 
 
 def test_exposure_document(
@@ -92,10 +94,8 @@ def test_history_document(
         trigger="timer",
         drift=("filter/EFA_INPUT: rule 1 missing",),
         culprit="",
-        latency_ms=1.5,
         message="drift corrected",
-        pid=42,
-        fields={},
+        fields={"LATENCY_MS": "1.5", "_PID": "42"},
     )
     monkeypatch.setattr(history, "read", lambda **_kw: [entry])
     args = argparse.Namespace(since=None, directory=None, file=None, host=None, kind=None)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from efa_guard import iptables
+from efa_guard import iptables_read as iptables
 from efa_guard.errors import UnstableReadError
 from efa_guard.iptables import Iptables, Key, Memo
 

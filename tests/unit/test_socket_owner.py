@@ -7,6 +7,7 @@ import struct
 
 from efa_guard import netlink
 from efa_guard.exposure import Finding
+from efa_guard.findings import Owner, Visibility
 from efa_guard.sockets import SOCK_DIAG_BY_FAMILY, _listener, user_name
 
 _MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
@@ -29,7 +30,7 @@ def test_a_user_names_the_finding_when_no_process_does() -> None:
     assert user_name(0) == "root (uid 0)"
     assert user_name(None) is None
     assert user_name(2**31 - 7) == f"uid {2**31 - 7}"
-    f = Finding("socket", "tcp", 3306, "ipv4", "0.0.0.0", True, "no rule drops it", False)  # noqa: FBT003, S104
-    named = Finding(**{**f.__dict__, "user": user_name(0)})
+    seen = Visibility(True, "no rule drops it", False)  # noqa: FBT003
+    named = Finding("socket", "tcp", 3306, "ipv4", "0.0.0.0", seen, Owner(user=user_name(0)))  # noqa: S104
     assert named.name == "tcp/3306 ipv4 (user root (uid 0); process not visible here)"
     assert named.as_dict()["user"] == "root (uid 0)"

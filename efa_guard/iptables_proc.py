@@ -1,0 +1,136 @@
+"""The process core of the iptables runner: finding binaries, starting them, reading errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from efa_guard.errors import CommandError, IptablesMissingError, PrivilegeError
+from efa_guard.rundir import safe_dir
+
+Kind = Literal["nft", "legacy"]
+KINDS: tuple[Kind, ...] = ("nft", "legacy")
+Tool = Literal["iptables", "iptables-restore", "iptables-save"]
+
+_SEARCH_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
+_NO_PRIVILEGE = ("Permission denied", "Operation not permitted")
+_FAILED_LINE = re.compile(r"line (\d+) failed")
+_RESOURCE_PROBLEM = 4  # iptables' exit code for "lock held" and similar
+
+
+def which(name: str) -> str | None:
+    """A tool's absolute path, looking in the sbin directories too."""
+    path = os.environ.get("PATH", "")
+    return shutil.which(name, path=f"{path}:{_SEARCH_PATH}" if path else _SEARCH_PATH)
+
+
+class Activity:
+    """The PIDs of our recent iptables processes.
+
+    nf_tables events name the committing PID: the daemon ignores its own writes by it.
+    """
+
+    def __init__(self) -> None:
+        self._pids: deque[int] = deque(maxlen=256)
+        self._lock = threading.Lock()
+
+    def started(self, pid: int) -> None:
+        """One of our commands runs with this PID."""
+        with self._lock:
+            self._pids.append(pid)
+
+    def is_own(self, pid: int) -> bool:
+        """Whether the PID is one of our recent commands."""
+        with self._lock:
+            return pid in self._pids
+
+
+@dataclass
+class Tools:
+    """One backend's binaries: their paths, their argv, and processes of them."""
+
+    kind: Kind
+    wait_seconds: int = 5
+    activity: Activity = field(default_factory=Activity, repr=False)
+    _paths: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def binary(self, tool: Tool, family: str = "ipv4") -> str:
+        """Absolute path of one tool of this backend (ip6tables' for ipv6)."""
+        prefix = "ip6tables" if family == "ipv6" else "iptables"
+        name = tool.replace("iptables", f"{prefix}-{self.kind}", 1)
+        if name not in self._paths:
+            found = which(name)
+            if found is None:
+                msg = f"{name} not found (install the iptables package)"
+                raise IptablesMissingError(msg)
+            self._paths[name] = found
+        return self._paths[name]
+
+    def argv(self, table: str, *args: str, family: str = "ipv4") -> list[str]:
+        """An `iptables --wait -t TABLE ARGS...` command line of this backend."""
+        tool = self.binary("iptables", family)
+        return [tool, f"--wait={self.wait_seconds}", "-t", table, *args]
+
+    def spawn(
+        self, argv: Sequence[str], *, stdin: bool = False, slot: int = 0
+    ) -> subprocess.Popen[str]:
+        """Start one command (C locale); a read (no stdin) locks a private file of its slot."""
+        env = _env()
+        if not stdin:
+            # A read: iptables-legacy takes the xtables lock even to list a chain, and the
+            # daemon watches that lock's releases for foreign writers: our reads would wake
+            # it again and again. A legacy read copies the table from the kernel in one
+            # consistent step, so each concurrent read locks a private file of its own (one
+            # per slot: they run in parallel). Writes (restore) take the shared lock, as
+            # every writer must.
+            private = safe_dir()
+            if private is not None:  # else the shared lock: correct, only noisier
+                env["XTABLES_LOCKFILE"] = str(private / f"read.lock.{slot}")
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.activity.started(proc.pid)
+        return proc
+
+    def run(self, argv: Sequence[str], text: str | None = None) -> tuple[str, str, int]:
+        """Run one command to its end (fed `text` on stdin): stdout, stderr, return code."""
+        proc = self.spawn(argv, stdin=text is not None)
+        out, err = proc.communicate(text)
+        return out, err, proc.returncode
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"  # messages we match on are the untranslated ones
+    return env
+
+
+def raise_for_privilege(argv: Sequence[str], rc: int, out: str, err: str) -> None:
+    """PrivilegeError when the command failed for want of privilege."""
+    if any(s in err for s in _NO_PRIVILEGE):
+        msg = f"not permitted to use iptables (run as root or with CAP_NET_ADMIN): {err.strip()}"
+        raise PrivilegeError(msg) from CommandError(argv, rc, out, err)
+
+
+def is_race(rc: int, stderr: str, text: str) -> bool:
+    """A held lock, or a delete of a rule that moved since we read it."""
+    if rc == _RESOURCE_PROBLEM or "xtables lock" in stderr:
+        return True
+    m = _FAILED_LINE.search(stderr)
+    if not m:
+        return False
+    lines = text.splitlines()
+    n = int(m.group(1))
+    return 0 < n <= len(lines) and lines[n - 1].startswith("-D ")

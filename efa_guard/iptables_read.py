@@ -1,0 +1,214 @@
+"""Reading chains through the iptables runner: nft (generation-checked) and legacy (by table)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from efa_guard.errors import PrivilegeError, ReadCommandError, ReadError, UnstableReadError
+from efa_guard.iptables_proc import Tools, raise_for_privilege, which
+from efa_guard.nftchain import NftChain, NftParseError, parse_chain
+from efa_guard.nftgen import generation
+from efa_guard.observe import ParseError, save_listings
+
+Key = tuple[str, str, str]  # (family, table, chain)
+Memo = dict[Key, str | None]
+READ_ATTEMPTS = 5  # nft: reads in a row that may see the generation move before giving up
+_READ_PAUSE = 0.01  # seconds before the second attempt, doubling: 150 ms in all
+_INCOMPATIBLE = "incompatible, use 'nft' tool"  # nft: a missing chain, or unprintable rules
+_NO_CHAIN = ("No chain/target/match by that name", "does not exist")
+_BUILTIN = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
+_NO_ENTRY = "No such file or directory"
+
+
+@dataclass(frozen=True)
+class Unprintable:
+    """A chain iptables-nft refused to print, as nft lists it, and what iptables said."""
+
+    chain: NftChain
+    iptables_stderr: str
+
+    def describe(self) -> str:
+        """Names the chain, each foreign rule with its position, and iptables' own words."""
+        c = self.chain
+        jump = next((r.position for r in c.rules if r.plain), None)
+        where = f"ahead of the jump at position {jump}" if jump else "and no jump of ours"
+        ahead = tuple(r for r in c.foreign() if jump is None or r.position < jump)
+        shown = c.describe(ahead) if ahead else c.describe()
+        if jump is not None and not ahead:
+            where = f"behind the jump at position {jump}"
+        if not shown:
+            shown = f"none told apart from iptables' own: see nft list chain {c.family} {c.table}"
+        return (
+            f"{c.family} {c.table} {c.name} holds nft-native rules iptables cannot print "
+            f"({shown}), {where} (iptables: {self.iptables_stderr})"
+        )
+
+
+@dataclass
+class LegacyReads:
+    """legacy: the memo these sets describe, its tables read whole, and those read by one -S."""
+
+    of: Memo | None = None
+    whole: set[tuple[str, str]] = field(default_factory=set)
+    part: set[tuple[str, str]] = field(default_factory=set)
+
+
+def read_nft(
+    memo: Memo,
+    todo: list[Key],
+    list_nft: Callable[[list[Key]], Memo],
+    *,
+    kept: bool,
+    read_at: int | None,
+) -> int | None:
+    """Fill `memo` with `todo` read between two equal generations; the generation read.
+
+    `kept`: the memo is one snapshot that lives on, read at generation `read_at` (None: not
+    yet); when the generation moved since, the memo is read again whole. Else None.
+    """
+    keys, before = todo, -1
+    for attempt in range(READ_ATTEMPTS):
+        if attempt:
+            time.sleep(_READ_PAUSE * 2 ** (attempt - 1))  # let a writer's burst finish
+        before = _generation()
+        if kept and read_at not in (None, before):
+            keys = list(dict.fromkeys([*memo, *todo]))  # the memo is older: refresh it
+        fresh = list_nft(keys)
+        if _generation() == before:
+            if keys is not todo:
+                memo.clear()
+            memo.update(fresh)
+            return before if kept else None
+    msg = (
+        f"the nf_tables ruleset changed during each of {READ_ATTEMPTS} reads (generation "
+        f"now {before}): another writer is busy, no consistent state to report"
+    )
+    raise UnstableReadError(msg)
+
+
+def _generation() -> int:
+    try:
+        return generation()
+    except PermissionError as e:
+        msg = f"not permitted to use iptables (run as root or with CAP_NET_ADMIN): {e}"
+        raise PrivilegeError(msg) from e
+    except OSError as e:
+        msg = f"cannot read the nf_tables ruleset generation: {e}"
+        raise ReadError(msg) from e
+
+
+def list_nft(tools: Tools, keys: list[Key], unprintable: dict[Key, Unprintable]) -> Memo:
+    """`-S` listings of the chains, run concurrently; unprintable ones read through nft."""
+    argvs = [tools.argv(t, "-S", c, family=f) for f, t, c in keys]
+    procs = [(argv, tools.spawn(argv, slot=i)) for i, argv in enumerate(argvs)]
+    finished = [(argv, *proc.communicate(), proc.returncode) for argv, proc in procs]
+    out: Memo = {}
+    for key, (argv, stdout, err, rc) in zip(keys, finished, strict=True):
+        unprintable.pop(key, None)
+        if rc == 0 and stdout.strip():
+            out[key] = stdout
+            continue
+        raise_for_privilege(argv, rc, stdout, err)
+        if rc == 1 and _INCOMPATIBLE in err:
+            # A missing chain, or one holding rules iptables cannot print: nft knows.
+            out[key] = _nft_chain(tools, key, err, unprintable)
+        elif rc == 1 and any(s in err for s in _NO_CHAIN):
+            out[key] = None
+        else:
+            raise ReadCommandError(argv, rc, stdout, err or "(printed nothing)")
+    return out
+
+
+def _nft_chain(
+    tools: Tools, key: Key, iptables_err: str, unprintable: dict[Key, Unprintable]
+) -> str | None:
+    family, table, chain = key
+    nft = which("nft")
+    nft_family = "ip6" if family == "ipv6" else "ip"
+    if nft is None:
+        if chain not in _BUILTIN:
+            # iptables-nft says "incompatible" for a user chain that does not exist;
+            # without nft it cannot be told from one holding nft-native rules.
+            return None
+        msg = f"nft not found (install nftables) to read {nft_family} {table} {chain}"
+        raise ReadCommandError([], 1, "", f"{iptables_err.strip()}; {msg}")
+    argv = [nft, "-j", "list", "chain", nft_family, table, chain]
+    stdout, err, rc = tools.run(argv)
+    if rc != 0:
+        raise_for_privilege(argv, rc, stdout, err)
+        if _NO_ENTRY in err:
+            return None
+        raise ReadCommandError(argv, rc, stdout, err)
+    try:
+        parsed = parse_chain(stdout, nft_family, table, chain)
+    except NftParseError as e:
+        raise ReadCommandError(argv, 0, stdout, str(e)) from e
+    unprintable[key] = Unprintable(parsed, iptables_err.strip())
+    return parsed.listing()
+
+
+def read_legacy(tools: Tools, memo: Memo, requests: Sequence[Key], seen: LegacyReads) -> None:
+    """Each process reads one table in one consistent copy; never a table twice per batch.
+
+    Two or more chains of a table, or a table this memo already read a chain of: one
+    `iptables-legacy-save -t TABLE`, every chain taken from it (later requests are free).
+    A single chain: `-S CHAIN`, which copies the table too but prints only that chain
+    (measured at 50k rules: the save of kube-proxy's nat table and parsing it cost more
+    than the -S of KUBE-NODEPORTS the check needs).
+    """
+    if seen.of is not memo:
+        seen.of, seen.whole, seen.part = memo, set(), set()
+    whole, part = seen.whole, seen.part
+    groups: dict[tuple[str, str], list[Key]] = {}
+    for r in dict.fromkeys(requests):
+        if r not in memo and r[:2] not in whole:
+            groups.setdefault(r[:2], []).append(r)
+    saves = [t for t, keys in groups.items() if len(keys) > 1 or t in part]
+    singles = [keys[0] for t, keys in groups.items() if t not in saves]
+    argvs = [[tools.binary("iptables-save", f), "-t", t] for f, t in saves]
+    argvs += [tools.argv(t, "-S", c, family=f) for f, t, c in singles]
+    procs = [(argv, tools.spawn(argv, slot=i)) for i, argv in enumerate(argvs)]
+    for key, (argv, proc) in zip([*saves, *singles], procs, strict=True):
+        stdout, err = proc.communicate()
+        rc = proc.returncode
+        raise_for_privilege(argv, rc, stdout, err)
+        if len(key) == 3 and rc == 1 and any(s in err for s in _NO_CHAIN):
+            memo[key] = None
+        elif rc != 0 or not stdout.strip():
+            raise ReadCommandError(argv, rc, stdout, err or "(printed nothing)")
+        elif len(key) == 3:
+            memo[key] = stdout
+            part.add(key[:2])
+        else:
+            family, table = key[0], key[1]
+            try:
+                chains = save_listings(stdout, table)
+            except ParseError as e:
+                raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e
+            memo.update({(family, table, c): text for c, text in chains.items()})
+            whole.add((family, table))
+
+
+def nft_tables(tools: Tools) -> frozenset[tuple[str, str]] | None:
+    """The ("ipv4", "filter")-style tables nf_tables has; None without nft (assume all)."""
+    nft = which("nft")
+    if nft is None:
+        return None
+    argv = [nft, "-j", "list", "tables"]
+    stdout, err, rc = tools.run(argv)
+    raise_for_privilege(argv, rc, stdout, err)
+    try:
+        if rc != 0:
+            raise ValueError(err.strip())  # noqa: TRY301 - one place turns it into evidence
+        items = json.loads(stdout)["nftables"]
+        families = {"ip": "ipv4", "ip6": "ipv6"}
+        return frozenset(
+            (families[t["table"]["family"]], t["table"]["name"])
+            for t in items
+            if "table" in t and t["table"].get("family") in families
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e
