@@ -635,9 +635,12 @@ class Demo:
         print(f"guard# {ipt}-restore --noflush <<'EOF'")
         print(_indent(restore) + "\n    EOF")
         self.sb.run([f"{ipt}-restore", "--noflush"], input=restore)
-        self.corrected(
-            "filter/EFA_INPUT: jump at position 3, not first", self.triggers("kube-proxy")
+        # kube-proxy when the decoder saw its KUBE- chains in the transaction; rule-change
+        # when it saw only the INPUT jumps (a known gap: see the README's limits).
+        expected = self.triggers("kube-proxy") | (
+            {"rule-change"} if self.backend == "nft" else set()
         )
+        self.corrected("filter/EFA_INPUT: jump at position 3, not first", frozenset(expected))
         inputs = self.guard([ipt, "-S", "INPUT"]).splitlines()
         self.expect(
             inputs[1:2] == ["-A INPUT -j EFA_INPUT"]
