@@ -101,9 +101,16 @@ def ruleset(save: str) -> list[str]:
     return [_COUNTERS.sub("", line) for line in save.splitlines() if not line.startswith("#")]
 
 
-def journal_entries(pid: int, event: str | None = None) -> list[dict[str, str]]:
-    """Journal entries of process ``pid`` (of one event type), oldest first; text fields only."""
+def journal_entries(
+    pid: int, event: str | None = None, *, since: float | None = None
+) -> list[dict[str, str]]:
+    """Journal entries of process ``pid`` (of one event type), oldest first; text fields only.
+
+    ``since`` (unix time) drops an earlier process's entries that had the same PID.
+    """
     argv = ["journalctl", "--no-pager", "-o", "json", f"_PID={pid}"]
+    if since is not None:
+        argv.append(f"--since=@{int(since)}")
     if event is not None:
         argv.append(f"MESSAGE_ID={MESSAGE_IDS[event]}")
     out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout

@@ -100,6 +100,7 @@ class Daemon:
                 stderr=err,
             )
         self.pid = self.proc.pid
+        self.started = time.time() - 1.0  # its journal entries are no older (PIDs are reused)
         if stderr is None:
             self.thread = threading.Thread(target=self._read, name="daemon-stderr", daemon=True)
             self.thread.start()
@@ -160,7 +161,7 @@ class Daemon:
 
     def journal(self, event: str | None = None) -> list[dict[str, str]]:
         """Its journal entries (``--log-format journal``), optionally of one event type."""
-        return journal_entries(self.pid, event)
+        return journal_entries(self.pid, event, since=self.started)
 
     # -- its process -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -280,10 +281,14 @@ def test_fight_is_contested_and_cpu_bounded(daemon: GuardDaemon) -> None:
 
 def test_history_tells_the_story(daemon: GuardDaemon) -> None:
     """`efa-guard history` lists the correction with its trigger and latency."""
+    started = daemon.wait_event("started")["__REALTIME_TIMESTAMP"]
     tamper_and_expect(daemon, ["-F", "EFA_INPUT"])
-    out = daemon.guard.efa("history", "--json")
+    since = datetime.fromtimestamp(int(started) / 1e6, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    out = daemon.guard.efa("history", "--json", "--since", f"{since} UTC")
     assert out.returncode == 0, out.stderr
-    mine = [e for e in json.loads(out.stdout)["events"] if e["pid"] == daemon.pid]
+    # A PID is unique only among live processes: an earlier daemon of this run may have had it.
+    events = json.loads(out.stdout)["events"]
+    mine = [e for e in events if e["pid"] == daemon.pid]
     assert [e["event"] for e in mine] == ["drift_corrected"]
     assert mine[0]["latency_ms"] > 0
     assert "rule 1 missing" in " ".join(mine[0]["drift"])
