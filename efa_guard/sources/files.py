@@ -98,6 +98,7 @@ class FileWatcher:
         self.armed: dict[Path, tuple[Any, tuple[int, int]]] = {}  # dir -> (watch, identity)
         self.watched: frozenset[Path] = frozenset()  # read by the observer thread
         self.lost: str | None = None  # why the config's directory is not watched
+        self.rechecks = 0  # checks still owed shortly after a watch was (re-)armed
         self.last: Signature = None
         self._force = False
         self._mutex = threading.Lock()
@@ -183,6 +184,9 @@ class FileWatcher:
                 errors[directory] = str(e)
                 continue
             self.armed[directory] = (watch, identity)
+            # watchdog arms the inotify watch in its emitter thread, a moment later: a write
+            # in between would be missed, so look again shortly (twice) after a new watch.
+            self.rechecks = 2
         self.watched = frozenset(self.armed)
         parent = self.path.parent
         if parent not in self.armed:
@@ -212,10 +216,12 @@ class FileWatcher:
     def _work(self) -> None:
         """The check thread: woken by events, or every `poll` seconds while the watch is lost."""
         while not self.stopped.is_set():
-            self._wake.wait(timeout=self.poll if self.lost is not None else None)
+            again = self.lost is not None or self.rechecks > 0
+            self._wake.wait(timeout=self.poll if again else None)
             if self.stopped.is_set():
                 return
             self._wake.clear()
+            self.rechecks = max(0, self.rechecks - 1)
             try:
                 self.check()
             except Exception as e:  # noqa: BLE001 - the watch must outlive any single failure
