@@ -13,27 +13,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from daemons import wait_for
 from support import Guard
 
 from efa_guard.catalog import MESSAGE_IDS
 from tools.harness import write_config
 from tools.sandbox import Sandbox
-
-
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 15.0) -> object:
-    """Poll until predicate() is truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 @dataclass

@@ -16,11 +16,12 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from pkgbox import deb, wait_for
 from support import need
 
 from tools.harness import REPO
@@ -31,23 +32,6 @@ pytestmark = pytest.mark.system
 HTTP_DROPIN = REPO / "config" / "journal" / "journal-remote-http.conf"
 REMOTE_DIR = "/var/log/journal/remote"
 NAMES = ("node1", "node2", "collector")
-
-
-def deb() -> Path:
-    """The package `make deb` built."""
-    found = sorted((REPO / "dist").glob("efa-guard_*_all.deb"))
-    need(bool(found), "no dist/efa-guard_*_all.deb: run `make deb` first")
-    return found[-1]
-
-
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    """Poll until predicate() is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def _ip(*args: str) -> None:
