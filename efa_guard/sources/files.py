@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 XTABLES_LOCK = Path("/run/xtables.lock")
 POLL = 1.0  # seconds between stats while the watch is lost
+SAFETY_POLL = 5.0  # seconds between stats of the file while the watch is armed
 _DIRECT = frozenset({"modified", "created", "moved", "closed"})  # writes, not our own reads
 
 Signature = tuple[int, int, int, int] | None  # st_dev, st_ino, st_mtime_ns, st_size
@@ -217,7 +218,9 @@ class FileWatcher:
         """The check thread: woken by events, or every `poll` seconds while the watch is lost."""
         while not self.stopped.is_set():
             again = self.lost is not None or self.rechecks > 0
-            self._wake.wait(timeout=self.poll if again else None)
+            # Even with every watch armed, a stat every SAFETY_POLL seconds: an event inotify
+            # did not deliver (a watch armed a moment too late) is picked up all the same.
+            self._wake.wait(timeout=self.poll if again else SAFETY_POLL)
             if self.stopped.is_set():
                 return
             self._wake.clear()

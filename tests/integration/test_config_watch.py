@@ -59,8 +59,10 @@ class Watched:
 
     def expect_ports(self, ports: str, reloads: int) -> None:
         """The kernel gets the new ports, by the `reloads`-th reload that changed the policy."""
-        wait_for(
-            f"{reloads} config_reloaded event(s) with changes", lambda: self.changes() >= reloads
+        wait_for(  # a missed inotify event is caught by the watcher's 5 s safety stat
+            f"{reloads} config_reloaded event(s) with changes",
+            lambda: self.changes() >= reloads,
+            timeout=30,
         )
         wait_for(
             f"--dports {ports} in EFA_INPUT",
