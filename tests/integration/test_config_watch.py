@@ -62,11 +62,12 @@ class Watched:
         wait_for(  # a missed inotify event is caught by the watcher's 5 s safety stat
             f"{reloads} config_reloaded event(s) with changes",
             lambda: self.changes() >= reloads,
-            timeout=30,
+            timeout=35,
         )
-        wait_for(
+        wait_for(  # at the latest the 30 s timer check enforces the reloaded policy
             f"--dports {ports} in EFA_INPUT",
             lambda: f"--dports {ports} " in self.guard.ipt("-S", "EFA_INPUT"),
+            timeout=35,
         )
         assert all(e["DETAIL"] != "SIGHUP" for e in self.journal("config_reloaded"))
 
