@@ -21,8 +21,7 @@ import pytest
 from daemons import wait_for
 from support import Guard
 
-from efa_guard.catalog import MESSAGE_IDS
-from tools.harness import write_config
+from tools.harness import journal_entries, write_config
 from tools.sandbox import Sandbox
 
 
@@ -33,13 +32,16 @@ class Watched:
     guard: Guard
     etc: Path
     proc: subprocess.Popen[str]
+    started: float  # unix time before the daemon started
 
     def journal(self, event: str) -> list[dict[str, str]]:
-        """The daemon's journal entries of one event type."""
-        argv = ["journalctl", "--no-pager", "-o", "json", f"_PID={self.proc.pid}"]
-        argv.append(f"MESSAGE_ID={MESSAGE_IDS[event]}")
-        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        """The daemon's journal entries of one event type.
+
+        From its start only: PIDs wrap (pid_max is often 32768), and an earlier process with
+        the same PID must not answer for this one (it did: a stale policy_asserted let a test
+        delete the config before this daemon had read it).
+        """
+        return journal_entries(self.proc.pid, event, since=self.started)
 
     def wait_event(self, event: str, count: int = 1) -> dict[str, str]:
         """Wait until the journal holds `count` entries of `event`; return the last."""
@@ -84,8 +86,9 @@ def watched(box: Sandbox, journald: None, tmp_path: Path) -> Iterator[Watched]: 
     argv = ["ip", "netns", "exec", box.guard, sys.executable, "-m", "efa_guard", "run"]
     argv += ["--config", str(config), "--log-format", "journal"]
     stderr = (tmp_path / "daemon.stderr").open("w")
+    started = time.time()
     proc = subprocess.Popen(argv, stderr=stderr, text=True)
-    w = Watched(guard=guard, etc=etc, proc=proc)
+    w = Watched(guard=guard, etc=etc, proc=proc, started=started)
     try:
         w.wait_event("policy_asserted")
         # Keep the pristine text somewhere the tests' replacements cannot touch.
