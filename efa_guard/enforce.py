@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from efa_guard.errors import (
@@ -12,7 +13,7 @@ from efa_guard.errors import (
     UnstableReadError,
     VerifyError,
 )
-from efa_guard.iptables import Runner
+from efa_guard.iptables import Mark, Runner
 from efa_guard.plan import Drift, Transaction, diff, plan
 from efa_guard.policy import Policy
 from efa_guard.render import desired_states
@@ -27,6 +28,7 @@ class Inspection:
     desired: tuple[ChainState, ...]
     observed: tuple[ChainState, ...]
     drifts: tuple[Drift, ...]
+    mark: Mark | None = None  # nft: the ruleset generation read, and our commits then
 
     @property
     def in_sync(self) -> bool:
@@ -54,7 +56,49 @@ def inspect(ipt: Runner, policy: Policy) -> Inspection:
     observed = ipt.read(policy)
     pairs = zip(desired, observed, strict=True)
     drifts = tuple(d for want, have in pairs for d in diff(want, have))
-    return Inspection(backend=ipt.kind, desired=desired, observed=observed, drifts=drifts)
+    mark = ipt.mark()
+    return Inspection(ipt.kind, desired, observed, drifts, mark)
+
+
+class Proven:
+    """Corrections a full read-back has verified: (state read, transactions written).
+
+    The same transactions written on the same state give the same result; so when nobody
+    else committed in between (nft: the generation moved by exactly our commits), a proven
+    correction needs no read-back. A fight repeats one tamper: only its first correction pays
+    for the read-back. The newest `size` are kept.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._keys: OrderedDict[tuple[str, tuple[str, ...]], None] = OrderedDict()
+
+    @staticmethod
+    def key(before: Inspection, txns: tuple[Transaction, ...]) -> tuple[str, tuple[str, ...]]:
+        """What identifies one correction."""
+        return (before.observed_hash, tuple(t.text for t in txns))
+
+    def knows(self, key: tuple[str, tuple[str, ...]]) -> bool:
+        """Whether this correction was verified before."""
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return True
+        return False
+
+    def learn(self, key: tuple[str, tuple[str, ...]]) -> None:
+        """Remember a verified correction."""
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+
+
+def _alone(before: Inspection, after: Inspection) -> bool:
+    """Whether `after` was read with nothing but our own commits since `before`."""
+    if before.mark is None or after.mark is None:
+        return False
+    ours = after.mark[1] - before.mark[1]
+    return ours >= 1 and after.mark[0] == before.mark[0] + ours
 
 
 @dataclass(frozen=True)
@@ -95,10 +139,13 @@ def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
     max_wait: float = 1.0,
     on_retry: RetryHook | None = None,
     seen: Inspection | None = None,
+    proven: Proven | None = None,
 ) -> Outcome:
     """Assert the policy. Lost races are retried with jittered backoff; anything else raises.
 
     `seen` is a fresh inspection the caller already made: the first attempt starts from it.
+    `proven` (the daemon's): corrections verified before skip the read-back when nobody else
+    wrote since the read (see Proven); every other correction is read back.
     """
     from tenacity import (  # noqa: PLC0415 - lazy: `check` without --fix never needs it
         RetryCallState,
@@ -135,10 +182,30 @@ def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
             for txn in txns:
                 ipt.restore(txn)
                 written.append(txn)
-            after = inspect(ipt, policy) if txns else now
+            after = _verified(ipt, policy, now, txns, proven)
             if not after.in_sync:
                 left = "; ".join(d.describe() for d in after.drifts)
                 msg = f"iptables accepted the transaction but the policy still differs: {left}"
                 raise VerifyError(msg)
     assert first is not None  # noqa: S101 - Retrying ran at least once or raised
     return Outcome(before=first, written=tuple(written), after=after, attempts=count)
+
+
+def _verified(
+    ipt: Runner,
+    policy: Policy,
+    now: Inspection,
+    txns: tuple[Transaction, ...],
+    proven: Proven | None,
+) -> Inspection:
+    """The state after writing `txns` on `now`: known without a read when proven, else read."""
+    if not txns:
+        return now
+    key = Proven.key(now, txns)
+    known = proven is not None and now.mark is not None and proven.knows(key)
+    if known and now.mark is not None and ipt.untouched_since(now.mark):
+        return replace(now, observed=now.desired, drifts=(), mark=None)
+    after = inspect(ipt, policy)
+    if proven is not None and after.in_sync and _alone(now, after):
+        proven.learn(key)
+    return after

@@ -55,6 +55,7 @@ class Event:
     process: str | None = None
     at: float = field(default_factory=time.monotonic)
     families: frozenset[str] | None = None  # the address families it concerns; None: all
+    tables: frozenset[str] | None = None  # the tables it concerns (filter, raw); None: all
 
 
 def label(events: list[Event]) -> Trigger:
@@ -69,6 +70,16 @@ def families(events: list[Event]) -> frozenset[str] | None:
         if e.families is None:
             return None
         out |= e.families
+    return frozenset(out)
+
+
+def tables(events: list[Event]) -> frozenset[str] | None:
+    """The tables a burst concerns, or None when any event may concern all of them."""
+    out: set[str] = set()
+    for e in events:
+        if e.tables is None:
+            return None
+        out |= e.tables
     return frozenset(out)
 
 

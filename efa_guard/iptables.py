@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from efa_guard import iptables_read
+from efa_guard import iptables_read, nftdump
 from efa_guard.errors import ReadCommandError
 from efa_guard.iptables_proc import KINDS, Activity, Kind, Tools, which
 from efa_guard.iptables_read import READ_ATTEMPTS, Key, LegacyReads, Memo, Unprintable
 from efa_guard.iptables_restore import restore
+from efa_guard.nftdump import ListingCache
+from efa_guard.nftgen import generation
 from efa_guard.observe import ParseError, observe
 from efa_guard.plan import Transaction
 from efa_guard.policy import Policy
@@ -28,6 +30,7 @@ __all__ = [
     "Iptables",
     "Key",
     "Kind",
+    "Mark",
     "Memo",
     "Runner",
     "Unprintable",
@@ -59,6 +62,17 @@ class Runner(Protocol):
         """Apply one transaction atomically, or raise with the evidence."""
         ...
 
+    def mark(self) -> Mark | None:
+        """Where the last read stood: its ruleset generation and our commits; None if unknown."""
+        ...
+
+    def untouched_since(self, mark: Mark) -> bool:
+        """Whether nobody but us committed since `mark` (read-back can be skipped)."""
+        ...
+
+
+Mark = tuple[int, int]  # (nf_tables generation a read saw, our commits at that time)
+
 
 @dataclass
 class Iptables(Tools):
@@ -70,7 +84,10 @@ class Iptables(Tools):
     # Chains of the last reads that iptables could not print, read through nft instead.
     unprintable: dict[Key, Unprintable] = field(default_factory=dict, repr=False)
     _generation_read: int | None = field(default=None, repr=False)  # the memo's generation
+    _read_at: int | None = field(default=None, repr=False)  # nft: the last read's generation
     _legacy: LegacyReads = field(default_factory=LegacyReads, repr=False)
+    # nft, without a memo (the daemon): listings of states seen before, by fingerprint.
+    cache: ListingCache | None = field(default=None, repr=False)
 
     def list_chains(
         self, requests: Sequence[tuple[str, str]], family: str = "ipv4"
@@ -93,14 +110,62 @@ class Iptables(Tools):
             return [memo.get(r) for r in requests]
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
         if todo:
-            self._generation_read = iptables_read.read_nft(
-                memo,
-                todo,
-                self._list_nft,
-                kept=self.memo is not None,
-                read_at=self._generation_read,
+            kept = self.memo is not None
+            self._read_at = iptables_read.read_nft(
+                memo, todo, self._list_nft, kept=kept, read_at=self._generation_read
             )
+            if kept:
+                self._generation_read = self._read_at
         return [memo[r] for r in requests]
+
+    def _owned(self, requests: list[Key]) -> list[str | None]:
+        """The policy's chains: on nft with a cache (the daemon), from states seen before.
+
+        The chains' fingerprints (nftdump) are read in-process; when every one was seen
+        before, its listing is what iptables printed then. On a miss, the full read that
+        follows is remembered if it saw the generation the fingerprints were taken at (so
+        listing and fingerprint describe one state).
+        """
+        cache = self.cache
+        seen = None
+        if cache is not None and self.memo is None and self.kind == "nft":
+            seen = nftdump.fingerprints(requests)
+        if cache is None or seen is None:
+            return self.list_many(requests)
+        generation_seen, digests = seen
+        hit = cache.lookup(digests)
+        if hit is not None:
+            self._read_at = generation_seen
+            for key in requests:
+                self.unprintable.pop(key, None)  # a cached listing is one iptables printed
+            return [hit[r] for r in requests]
+        listings = self.list_many(requests)
+        if self._read_at == generation_seen:
+            for key, listing in zip(requests, listings, strict=True):
+                if key not in self.unprintable:
+                    cache.learn(key, digests[key], listing)
+        return listings
+
+    def mark(self) -> Mark | None:
+        """nft: the generation the last read saw, and our commits then; legacy: None."""
+        if self.kind != "nft" or self._read_at is None:
+            return None
+        return (self._read_at, self.commits)
+
+    def untouched_since(self, mark: Mark) -> bool:
+        """nft: the generation moved by exactly the commits we made since `mark`.
+
+        One successful iptables-nft-restore (or nft -f) is one commit, one generation. So
+        when the generation equals the read's plus our commits, nobody else wrote in between:
+        the kernel holds what we read with our transactions applied on top.
+        """
+        ours = self.commits - mark[1]
+        if self.kind != "nft" or ours < 1:
+            return False
+        try:
+            return generation() == mark[0] + ours
+        except OSError:
+            return False
 
     def _list_nft(self, keys: list[Key]) -> Memo:
         return iptables_read.list_nft(self, keys, self.unprintable)
@@ -125,7 +190,7 @@ class Iptables(Tools):
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
         """Observe each owned chain and the jumps to it, all from one consistent snapshot."""
         pairs = [(f, c) for f in policy.families for c in policy.chains]
-        listings = self.list_many(self.requests(policy))
+        listings = self._owned(self.requests(policy))
         states = []
         for i, (family, chain) in enumerate(pairs):
             own, hook = listings[2 * i], listings[2 * i + 1]

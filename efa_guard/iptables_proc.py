@@ -59,6 +59,7 @@ class Tools:
     kind: Kind
     wait_seconds: int = 5
     activity: Activity = field(default_factory=Activity, repr=False)
+    commits: int = field(default=0, repr=False)  # successful writes (restores, nft scripts)
     _paths: dict[str, str] = field(default_factory=dict, repr=False)
 
     def binary(self, tool: Tool, family: str = "ipv4") -> str:

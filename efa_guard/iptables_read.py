@@ -63,11 +63,11 @@ def read_nft(
     *,
     kept: bool,
     read_at: int | None,
-) -> int | None:
-    """Fill `memo` with `todo` read between two equal generations; the generation read.
+) -> int:
+    """Fill `memo` with `todo` read between two equal generations; return that generation.
 
     `kept`: the memo is one snapshot that lives on, read at generation `read_at` (None: not
-    yet); when the generation moved since, the memo is read again whole. Else None.
+    yet); when the generation moved since, the memo is read again whole.
     """
     keys, before = todo, -1
     for attempt in range(READ_ATTEMPTS):
@@ -81,7 +81,7 @@ def read_nft(
             if keys is not todo:
                 memo.clear()
             memo.update(fresh)
-            return before if kept else None
+            return before
     msg = (
         f"the nf_tables ruleset changed during each of {READ_ATTEMPTS} reads (generation "
         f"now {before}): another writer is busy, no consistent state to report"

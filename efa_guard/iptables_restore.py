@@ -32,6 +32,7 @@ def _restore(tools: Tools, txn: Transaction, text: str, foreign: list[Unprintabl
     argv = [tool, "--noflush", f"--wait={tools.wait_seconds}"]
     out, err, rc = tools.run(argv, text)
     if rc == 0:
+        tools.commits += 1
         return
     raise_for_privilege(argv, rc, out, err)
     if is_race(rc, err, text):
@@ -47,6 +48,7 @@ def _nft_script(tools: Tools, script: str) -> None:
     argv = [which("nft") or "nft", "-f", "-"]
     out, err, rc = tools.run(argv, script)
     if rc == 0:
+        tools.commits += 1
         return
     raise_for_privilege(argv, rc, out, err)
     if "No such file or directory" in err:  # a jump we delete by handle is gone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 from itertools import groupby
 
@@ -54,6 +55,7 @@ def jumps_to(hook_rules: tuple[str, ...], chain: str) -> tuple[Jump, ...]:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def observe(
     chain: Chain, chain_listing: str | None, hook_listing: str, family: str = "ipv4"
 ) -> ChainState:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from efa_guard.policy import Chain, Family, Policy, Rule, multiport_chunks
 from efa_guard.state import ChainState, Jump
 
@@ -39,8 +41,12 @@ def desired(chain: Chain, family: Family = "ipv4") -> ChainState:
     )
 
 
+@functools.lru_cache(maxsize=16)
 def desired_states(policy: Policy) -> tuple[ChainState, ...]:
-    """The desired state of every owned chain in every family, in policy order."""
+    """The desired state of every owned chain in every family, in policy order.
+
+    Memoized: the daemon asks for the same policy at every check.
+    """
     return tuple(desired(c, f) for f in policy.families for c in policy.chains)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from efa_guard.config import Config, parse
 from efa_guard.errors import CommandError, ConcurrentChangeError
-from efa_guard.iptables import Activity, Kind
+from efa_guard.iptables import Activity, Kind, Mark
 from efa_guard.plan import Transaction
 from efa_guard.policy import Policy
 from efa_guard.render import desired_states
@@ -36,10 +36,14 @@ class FakeIptables:
     policy: Policy = CFG.policy
     kind: Kind = "nft"
     activity: Activity = field(default_factory=Activity)
+    generation: int | None = None  # None: no generation (every correction is read back)
+    commits: int = 0
+    reads: int = 0
 
     def read(self, policy: Policy) -> tuple[ChainState, ...]:
         """The current states, in policy order (a chain never written reads as missing)."""
         self.policy = policy
+        self.reads += 1
         missing = [replace(s, exists=False, rules=(), jumps=()) for s in desired_states(policy)]
         return tuple(self.states.get(s.key, s) for s in missing)
 
@@ -51,11 +55,23 @@ class FakeIptables:
         if self.races:
             self.races -= 1
             raise ConcurrentChangeError(["iptables-restore"], 4, "", "xtables lock", txn.text)
+        self.commits += 1
+        if self.generation is not None:
+            self.generation += 1
         if self.broken:
             return
         for want in desired_states(self.policy):
             if want.key in txn.chains:
                 self.states[want.key] = want
+
+    def mark(self) -> Mark | None:
+        """Like nft's: the generation (when modelled) and our commits."""
+        return None if self.generation is None else (self.generation, self.commits)
+
+    def untouched_since(self, mark: Mark) -> bool:
+        """The generation moved by exactly our commits since `mark`."""
+        ours = self.commits - mark[1]
+        return self.generation is not None and ours >= 1 and self.generation == mark[0] + ours
 
 
 def fake(*, races: int = 0, fail: CommandError | None = None, broken: bool = False) -> FakeIptables:

@@ -16,6 +16,7 @@ from efa_guard.notify import Notifier
 
 SETTLE = 0.005  # a burst is over after this long without a new event ...
 MAX_SETTLE = 0.05  # ... or after this long in total
+QUIET = 0.05  # an event after this long without one is acted on at once (no settle wait)
 _NOT_READY_RETRY = 1.0  # seconds between checks until the policy is first in place
 
 
@@ -28,6 +29,7 @@ class Loop:
     exposure: ExposureWatch
     publisher: Publisher
     events: queue.SimpleQueue[Event] = field(default_factory=queue.SimpleQueue)
+    last_event: float = float("-inf")  # time.monotonic() the last burst ended
 
     def install_signals(self) -> None:
         """SIGHUP reloads, SIGUSR1 logs the status, SIGUSR2 re-reads the pause, SIGTERM stops."""
@@ -73,7 +75,7 @@ class Loop:
             batch: list[Event] = []
             try:
                 batch.append(self.events.get(timeout=wait))
-                self._settle(batch)
+                self.last_event = settle(self.events, batch, self.last_event)
             except queue.Empty:
                 pass
             now = clock()
@@ -136,11 +138,24 @@ class Loop:
                 EventKind.INTERNAL_ERROR, message=f"internal error: {e!r}", error=repr(e)
             )
 
-    def _settle(self, batch: list[Event]) -> None:
-        """Coalesce a burst: keep taking events until SETTLE passes quietly or MAX_SETTLE ends."""
-        end = time.monotonic() + MAX_SETTLE
-        while (left := end - time.monotonic()) > 0:
-            try:
-                batch.append(self.events.get(timeout=min(SETTLE, left)))
-            except queue.Empty:
-                return
+
+def settle(events: queue.SimpleQueue[Event], batch: list[Event], last: float) -> float:
+    """Coalesce a burst into `batch`: take events until SETTLE passes quietly or MAX_SETTLE ends.
+
+    The first event after QUIET seconds without one (a tamper, one writer's transaction:
+    each nf_tables event is a whole committed transaction already) waits for nothing: what is
+    queued is taken and checked at once. Bursts coalesce from their second event on. `last`:
+    when the previous burst ended; returns when this one did.
+    """
+    now = time.monotonic()
+    quiet = now - last >= QUIET
+    end = now + MAX_SETTLE
+    while (left := end - time.monotonic()) > 0:
+        try:
+            if quiet:
+                batch.append(events.get_nowait())
+            else:
+                batch.append(events.get(timeout=min(SETTLE, left)))
+        except queue.Empty:
+            break
+    return time.monotonic()

@@ -22,6 +22,7 @@ from efa_guard.daemon.telemetry import Telemetry
 from efa_guard.errors import ConfigError
 from efa_guard.events import Event, Trigger
 from efa_guard.log import Logger
+from efa_guard.nftdump import ListingCache
 from efa_guard.notify import Notifier
 from efa_guard.rundir import clear_backend, write_backend
 from efa_guard.sources import Source, start_sources, stop_sources
@@ -59,6 +60,8 @@ def run(path: Path, log: Logger) -> int:
         )
         return EXIT_NOT_CONFIGURED
     ipt, warnings = choose(cfg.backend, cfg.policy)
+    if ipt.kind == "nft":
+        ipt.cache = ListingCache()  # states seen before are read without iptables processes
     for w in warnings:
         log.warning(EventKind.BACKEND_WARNING, message=w)
     write_backend(ipt.kind)

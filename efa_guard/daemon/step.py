@@ -20,9 +20,9 @@ from efa_guard.daemon.reload import InlineLoader, ThreadLoader
 from efa_guard.daemon.report import Reporter
 from efa_guard.daemon.schedule import Schedule
 from efa_guard.daemon.status import Hooks, Status
-from efa_guard.enforce import Inspection, enforce, inspect, log_retry
+from efa_guard.enforce import Inspection, Proven, enforce, inspect, log_retry
 from efa_guard.errors import ConcurrentChangeError, VerifyError
-from efa_guard.events import Event, Trigger, families, label
+from efa_guard.events import Event, Trigger, families, label, tables
 from efa_guard.iptables import Runner
 from efa_guard.lastgood import sha256
 from efa_guard.policy import Policy
@@ -50,6 +50,7 @@ class Reconciler:
     fights: Fights = field(init=False)
     schedule: Schedule = field(init=False)
     reloads: Reloads = field(init=False)
+    proven: Proven = field(init=False)  # corrections verified once: no read-back when alone
 
     def __post_init__(
         self, clock: Callable[[], float], loader: InlineLoader | ThreadLoader | None
@@ -57,6 +58,7 @@ class Reconciler:
         self.fights = Fights(self.config.daemon)
         self.schedule = Schedule(clock=clock)
         self.reloads = Reloads(loader or InlineLoader(), self.report, self.status)
+        self.proven = Proven()
 
     def _now(self) -> float:
         """Now, on the step's clock."""
@@ -153,7 +155,7 @@ class Reconciler:
                 self.report.contest_ended(ended)
             return
         try:
-            outcome = enforce(self.ipt, policy, on_retry=self._retry, seen=insp)
+            outcome = enforce(self.ipt, policy, on_retry=self._retry, seen=insp, proven=self.proven)
         except Exception as e:  # noqa: BLE001 - logged with its evidence, retried later
             if isinstance(e, VerifyError | ConcurrentChangeError):
                 self._fought(events, insp, _cpu() - cpu)  # a storm that wins every verify
@@ -206,15 +208,21 @@ class Reconciler:
                 self.hooks.verified(self.config)
 
     def _scope(self, events: list[Event]) -> Policy:
-        """The policy, narrowed to the families the events concern (nf_tables names them)."""
+        """The policy, narrowed to the families and tables the events concern.
+
+        nf_tables events name both: a tamper in ipv4 filter costs no read of raw or ipv6.
+        """
         policy = self.config.policy
-        wanted = families(events)
-        if wanted is None:
+        wanted, in_tables = families(events), tables(events)
+        narrowed = policy.families
+        if wanted is not None:
+            narrowed = tuple(f for f in policy.families if f in wanted) or policy.families
+        chains = policy.chains
+        if in_tables is not None:
+            chains = tuple(c for c in policy.chains if c.table in in_tables) or policy.chains
+        if narrowed == policy.families and chains == policy.chains:
             return policy
-        narrowed = tuple(f for f in policy.families if f in wanted)
-        if not narrowed or narrowed == policy.families:
-            return policy
-        return replace(policy, families=narrowed)
+        return replace(policy, families=narrowed, chains=chains)
 
     def _failed(self, events: list[Event], error: Exception, *, stage: str) -> None:
         self.status.counts.failures += 1

@@ -157,4 +157,5 @@ class Decoder:
             process=name,
             # inet tables (family 1) concern both
             families=None if "inet" in txn.families else frozenset(txn.families),
+            tables=frozenset(txn.tables),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fakes import CFG, fake, in_sync
 
-from efa_guard.enforce import enforce
+from efa_guard.enforce import Proven, enforce, inspect
 from efa_guard.errors import CommandError, ConcurrentChangeError, VerifyError
 from efa_guard.iptables_proc import is_race as _is_race
 
@@ -74,3 +74,66 @@ def test_accepted_but_ineffective_write_is_a_verify_error() -> None:
 def test_race_classification(rc: int, stderr: str, text: str, race: bool) -> None:
     """Only a held lock or a failed delete line counts as a lost race."""
     assert _is_race(rc, stderr, text) is race
+
+
+def test_a_proven_correction_alone_skips_the_read_back() -> None:
+    """The second identical correction, with only our commit since the read, is not read back."""
+    ipt = fake()
+    ipt.generation = 100
+    proven = Proven()
+    first = enforce(ipt, CFG.policy, proven=proven)
+    assert first.after.in_sync
+    reads_first = ipt.reads
+    assert reads_first == 2  # the read and its read-back
+    for key in list(ipt.states):  # the same tamper again: every chain missing
+        ipt.states[key] = fake().states[key]
+    second = enforce(ipt, CFG.policy, proven=proven)
+    assert second.after.in_sync
+    assert second.after.observed_hash == second.after.desired_hash
+    assert ipt.reads - reads_first == 1  # no read-back
+
+
+def test_a_foreign_commit_forces_the_read_back() -> None:
+    """When the generation moved by more than our commits, the proven correction is read back."""
+    ipt = fake()
+    ipt.generation = 7
+    proven = Proven()
+    enforce(ipt, CFG.policy, proven=proven)
+    for key in list(ipt.states):
+        ipt.states[key] = fake().states[key]
+    seen = inspect(ipt, CFG.policy)
+    assert ipt.generation is not None
+    ipt.generation += 1  # somebody else committed after our read
+    reads = ipt.reads
+    enforce(ipt, CFG.policy, proven=proven, seen=seen)
+    assert ipt.reads - reads == 1  # the read-back ran
+
+
+def test_a_first_correction_is_always_read_back() -> None:
+    """A correction never verified before is read back, so a write that does nothing is caught."""
+    ipt = fake(broken=True)
+    ipt.generation = 1
+    with pytest.raises(VerifyError):
+        enforce(ipt, CFG.policy, proven=Proven(), attempts=2, max_wait=0.001)
+
+
+def test_without_a_generation_every_correction_is_read_back() -> None:
+    """legacy (no generation): each correction reads back, proven or not."""
+    ipt = fake()
+    proven = Proven()
+    enforce(ipt, CFG.policy, proven=proven)
+    for key in list(ipt.states):
+        ipt.states[key] = fake().states[key]
+    reads = ipt.reads
+    enforce(ipt, CFG.policy, proven=proven)
+    assert ipt.reads - reads == 2
+
+
+def test_proven_keeps_the_newest() -> None:
+    """Proven forgets the least recently used correction beyond its size."""
+    p = Proven(size=2)
+    for k in ("a", "b", "c"):
+        p.learn((k, ()))
+    assert not p.knows(("a", ()))
+    assert p.knows(("b", ()))
+    assert p.knows(("c", ()))

@@ -151,6 +151,15 @@ def test_events_name_the_families_they_touch() -> None:
     assert both.families is None
 
 
+def test_events_name_the_tables_they_touch() -> None:
+    """A transaction in filter names filter only; one in filter and raw names both."""
+    d = Decoder(frozenset({socket.AF_INET}), frozenset({"filter", "raw"}), set().__contains__)
+    (one,) = d.feed(rule("filter", "INPUT") + gen(3, "iptables-nft"))
+    assert one.tables == frozenset({"filter"})
+    (two,) = d.feed(rule("filter", "INPUT") + rule("raw", "PREROUTING") + gen(4, "iptables"))
+    assert two.tables == frozenset({"filter", "raw"})
+
+
 class FakeNetlink:
     """A socket whose recv plays a script: bytes are returned, exceptions raised."""
 

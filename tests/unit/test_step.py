@@ -212,3 +212,24 @@ def test_a_family_scoped_event_checks_that_family_only() -> None:
     assert entry["families"] == ["ipv6"]
     assert ipt.restores == ["filter"]
     assert ipt.policy.families == ("ipv6",)
+
+
+def test_a_table_scoped_event_reads_that_table_only() -> None:
+    """An nf_tables event naming filter reads and corrects filter's chains, never raw's."""
+    ipt, clock = in_sync(), Clock()
+    rec = reconciler(ipt, clock)
+    key = "ipv4 filter/EFA_INPUT"
+    ipt.states[key] = replace(ipt.states[key], rules=())
+    event = Event(
+        Trigger.RULE_CHANGE,
+        pid=1,
+        process="iptables",
+        at=clock.now,
+        families=frozenset({"ipv4"}),
+        tables=frozenset({"filter"}),
+    )
+    rec.handle([event])
+    assert ipt.restores == ["filter"]
+    assert {c.table for c in ipt.policy.chains} == {"filter"}
+    assert ipt.policy.families == ("ipv4",)
+    assert ipt.states[key].rules  # corrected
