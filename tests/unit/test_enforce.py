@@ -118,7 +118,7 @@ def test_a_first_correction_is_always_read_back() -> None:
 
 
 def test_without_a_generation_every_correction_is_read_back() -> None:
-    """legacy (no generation): each correction reads back, proven or not."""
+    """Legacy (no generation): each correction reads back, proven or not."""
     ipt = fake()
     proven = Proven()
     enforce(ipt, CFG.policy, proven=proven)
