@@ -153,3 +153,27 @@ class ListingCache:
         seen.move_to_end(fingerprint)
         while len(seen) > self.size:
             seen.popitem(last=False)
+
+
+def holds_more_than(key: Key, limit: int) -> bool | None:
+    """Whether the chain holds more than `limit` rules, counted from the first of its dump.
+
+    Stops reading at the limit (the rest of the dump is abandoned with the socket): a check
+    learns in about a millisecond that a foreign chain is too big to walk within its budget,
+    where `iptables-nft -S` would take seconds to print it. None when the kernel cannot say.
+    """
+    family, table, chain = key
+    request = _request(
+        _GETRULE, _FAMILIES[family], netlink.NLM_F_DUMP, _names(table, chain, _RULE_CHAIN)
+    )
+    count = 0
+    try:
+        for _data, _msg in netlink.dump(nftgen.channel(), request):
+            count += 1
+            if count > limit:
+                nftgen.drop()  # reading on would make the kernel send the rest
+                return True
+    except (OSError, KeyError):
+        nftgen.drop()
+        return None
+    return False

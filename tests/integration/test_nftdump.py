@@ -142,3 +142,21 @@ def test_cached_reads_racing_a_writer_see_only_written_states(nft: Guard) -> Non
     result = json.loads(out.stdout)
     assert len(result["seen"]) == 2, result  # each state, never a mix of both
     assert result["hits"] > 0  # states seen before came from the cache
+
+
+def test_a_long_chain_is_told_long_from_its_first_rules(nft: Guard) -> None:
+    """holds_more_than counts a chain's rules up to the limit, without reading the rest."""
+    rules = "\n".join(f"-A LONG -s 198.18.{i >> 8}.{i & 255} -j DROP" for i in range(600))
+    nft.box.run(
+        ["iptables-nft-restore", "--noflush"], input=f"*filter\n:LONG - [0:0]\n{rules}\nCOMMIT\n"
+    )
+    code = """
+import json
+from efa_guard.nftdump import holds_more_than, fingerprints
+key = ("ipv4", "filter", "LONG")
+none = ("ipv4", "filter", "NONE")
+out = [holds_more_than(key, 500), holds_more_than(key, 600), holds_more_than(none, 1)]
+out.append(fingerprints([("ipv4", "filter", "INPUT")]) is not None)  # the socket works after
+print(json.dumps(out))
+"""
+    assert json.loads(nft.python(code)) == [True, False, False, True]
