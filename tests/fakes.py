@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from efa_guard.config import Config, parse
+import structlog
+
+from efa_guard.config import Config, Daemon, parse
+from efa_guard.daemon.report import Reporter
+from efa_guard.daemon.step import Reconciler
 from efa_guard.errors import CommandError, ConcurrentChangeError
 from efa_guard.iptables import Activity, Kind, Mark
+from efa_guard.notify import Notifier
 from efa_guard.plan import Transaction
 from efa_guard.policy import Policy
 from efa_guard.render import desired_states
@@ -93,3 +98,23 @@ def tamper(ipt: FakeIptables) -> None:
     """Flush EFA_INPUT in the fake."""
     key = "ipv4 filter/EFA_INPUT"
     ipt.states[key] = replace(ipt.states[key], rules=())
+
+
+class Clock:
+    """A hand-driven monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        """The current time."""
+        return self.now
+
+
+def reconciler(ipt: FakeIptables, clock: Clock, tuning: Daemon | None = None) -> Reconciler:
+    """A reconciler on the default policy, with a structlog logger the tests capture."""
+    cfg = default_config()
+    if tuning is not None:
+        cfg = replace(cfg, daemon=tuning)
+    report = Reporter(log=structlog.get_logger(), notifier=Notifier({}), backend=ipt.kind)
+    return Reconciler(config=cfg, ipt=ipt, report=report, clock=clock)

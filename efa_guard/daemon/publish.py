@@ -16,6 +16,10 @@ from efa_guard.state import digest
 
 STATE_FILE = "state.json"
 SCHEMA = 1
+EVERY = 1.0  # seconds: at most one write per second while only counters and times change
+_ROUTINE = frozenset(
+    {"heartbeat", "counters", "last_check", "last_correction", "contest_total", "last_contest"}
+)
 
 
 def _wall(mono: float | None) -> float | None:
@@ -32,6 +36,8 @@ class Publisher:
     telemetry: Telemetry | None = None
     started: float = field(default_factory=time.time)
     _hashes: tuple[object, str, str] = (None, "", "")  # config, its text's and policy's SHA-256
+    _written: tuple[float, dict[str, object]] = (float("-inf"), {})  # when, what (no routine)
+    _owed: bool = False  # a turn's routine changes are not written yet
 
     def _config_hashes(self) -> tuple[str, str]:
         """The running config's text and policy hashes, computed once per config."""
@@ -42,17 +48,31 @@ class Publisher:
         return self._hashes[1], self._hashes[2]
 
     def publish(self, *, running: bool = True) -> None:
-        """Write the state after each turn of the loop (a small file on tmpfs: ~0.1 ms)."""
+        """Write the state after a turn of the loop that changed it (a small file on tmpfs).
+
+        What an operator acts on (in place, source, rejected, paused, contested) is written
+        at once; counters and times at most once per EVERY seconds (during a fight every
+        correction changes them), and the heartbeat with them.
+        """
         snapshot = self.snapshot(running=running)
-        write_json(STATE_FILE, snapshot)
+        now = time.monotonic()
+        significant = {k: v for k, v in snapshot.items() if k not in _ROUTINE}
+        if significant != self._written[1] or now - self._written[0] >= EVERY:
+            write_json(STATE_FILE, snapshot)
+            self._written, self._owed = (now, significant), False
+        else:
+            self._owed = True  # written by the turn next_deadline() wakes
         if self.telemetry is not None:
             exposed = len(self.exposure.exposed or {}) if self.exposure else 0
             self.telemetry.state(snapshot, exposed)
             self.telemetry.flush()
 
     def next_deadline(self) -> float | None:
-        """When the metrics textfile is next due (time.monotonic()), if metrics are on."""
-        return self.telemetry.due() if self.telemetry is not None else None
+        """When a skipped write or the metrics textfile is due (time.monotonic()), if ever."""
+        due = [self._written[0] + EVERY] if self._owed else []
+        if self.telemetry is not None:
+            due.append(self.telemetry.due())
+        return min(due) if due else None
 
     def snapshot(self, *, running: bool = True) -> dict[str, object]:
         """The state as a JSON-ready dict (schema 1, documented in efa-guard(8))."""

@@ -6,33 +6,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import structlog
-from fakes import DEFAULT_TOML, FakeIptables, default_config, fake, in_sync, tamper
+from fakes import (
+    DEFAULT_TOML,
+    Clock,
+    FakeIptables,
+    default_config,
+    fake,
+    in_sync,
+    reconciler,
+    tamper,
+)
 
 from efa_guard.config import Daemon
-from efa_guard.daemon.report import Reporter
 from efa_guard.daemon.step import Reconciler
 from efa_guard.events import Event, Trigger
-from efa_guard.notify import Notifier
-
-
-class Clock:
-    """A hand-driven monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        """The current time."""
-        return self.now
-
-
-def reconciler(ipt: FakeIptables, clock: Clock, tuning: Daemon | None = None) -> Reconciler:
-    """A reconciler on the default policy, with a structlog logger the tests capture."""
-    cfg = default_config()
-    if tuning is not None:
-        cfg = replace(cfg, daemon=tuning)
-    report = Reporter(log=structlog.get_logger(), notifier=Notifier({}), backend=ipt.kind)
-    return Reconciler(config=cfg, ipt=ipt, report=report, clock=clock)
 
 
 def rule_change(at: float, pid: int = 4242) -> Event:
