@@ -60,6 +60,7 @@ class Tools:
     wait_seconds: int = 5
     activity: Activity = field(default_factory=Activity, repr=False)
     commits: int = field(default=0, repr=False)  # successful writes (restores, nft scripts)
+    slot_base: int = field(default=0, repr=False)  # private read locks: slot_base + slot
     _paths: dict[str, str] = field(default_factory=dict, repr=False)
 
     def binary(self, tool: Tool, family: str = "ipv4") -> str:
@@ -93,7 +94,7 @@ class Tools:
             # every writer must.
             private = safe_dir()
             if private is not None:  # else the shared lock: correct, only noisier
-                env["XTABLES_LOCKFILE"] = str(private / f"read.lock.{slot}")
+                env["XTABLES_LOCKFILE"] = str(private / f"read.lock.{self.slot_base + slot}")
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

@@ -66,7 +66,7 @@ def run(path: Path, log: Logger) -> int:
         log.warning(EventKind.BACKEND_WARNING, message=w)
     write_backend(ipt.kind)
     notifier = Notifier()
-    exposure = ExposureWatch(ipt=ipt, log=log, clock=time.monotonic)
+    exposure = ExposureWatch(ipt=ipt, log=log, clock=time.monotonic, background=True)
     sources: list[Source] = []
 
     def config_changed(new: configmod.Config) -> None:

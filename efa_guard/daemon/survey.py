@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,20 +12,30 @@ from efa_guard.iptables import Iptables
 from efa_guard.log import Logger
 
 SURVEY_EVERY = 30  # timer intervals between exposure surveys when nothing changed
+# Seconds a background survey may spend on foreign chains beyond the prefetch: what it cannot
+# evaluate in time is reported as such (and counted reachable), as `check` does with less.
+# `efa-guard exposure` walks everything.
+DAEMON_BUDGET = 0.25
+SLOT_BASE = 100  # the survey's legacy reads lock private files of their own (no waiting)
 
 
 @dataclass
 class ExposureWatch:
     """Surveys when sockets changed, when the rules changed, or every SURVEY_EVERY intervals.
 
-    Listing sockets costs well under a millisecond; a survey runs iptables.
+    Listing sockets costs well under a millisecond; a survey runs iptables. With
+    `background`, a survey runs in a thread of its own with its own runner and a budget
+    (DAEMON_BUDGET): a kube-proxy-sized foreign chain never delays a correction.
     """
 
     ipt: Iptables
     log: Logger
     clock: Callable[[], float]
     exposed: dict[str, str] | None = None  # name -> reason, of the last survey
+    background: bool = False
     _surveyed: tuple[float, frozenset[object]] | None = field(default=None, repr=False)
+    _worker: list[Config | None] = field(default_factory=list, repr=False)  # [queued] if busy
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def rules_changed(self) -> None:
         """The rules changed: survey at the next chance."""
@@ -43,14 +54,52 @@ class ExposureWatch:
         stale = last is None or now - last[0] >= SURVEY_EVERY * config.daemon.interval
         if force or stale or last is None or last[1] != socks:
             self._surveyed = (now, socks)
-            self.survey(config)
+            if self.background:
+                self._start(config)
+            else:
+                self.survey(config)
 
-    def survey(self, config: Config) -> None:
+    def _start(self, config: Config) -> None:
+        """Survey in the worker thread; a request while it runs is queued (the newest wins)."""
+        with self._lock:
+            if self._worker:
+                self._worker[0] = config
+                return
+            self._worker.append(None)
+        threading.Thread(target=self._work, args=(config,), name="survey", daemon=True).start()
+
+    def _work(self, config: Config) -> None:
+        ipt = Iptables(self.ipt.kind, slot_base=SLOT_BASE)
+        while True:
+            try:
+                self.survey(config, ipt=ipt, budget=DAEMON_BUDGET)
+            except BaseException:  # survey() logs its failures; this is the last resort
+                with self._lock:
+                    self._worker.clear()
+                raise
+            with self._lock:
+                queued = self._worker[0]
+                if queued is None:
+                    self._worker.clear()
+                    return
+                config, self._worker[0] = queued, None
+
+    def survey(
+        self, config: Config, *, ipt: Iptables | None = None, budget: float | None = None
+    ) -> None:
         """Survey now; log only what changed since the last survey."""
         from efa_guard.exposure import survey, visible  # noqa: PLC0415 - daemon only
 
         try:
-            found = visible(survey(self.ipt, config.interface, config.exposure, skip_allowed=True))
+            found = visible(
+                survey(
+                    ipt or self.ipt,
+                    config.interface,
+                    config.exposure,
+                    skip_allowed=True,
+                    budget=budget,
+                )
+            )
         except Exception as e:  # noqa: BLE001 - a survey failure must not stop the guard
             self.log.error(
                 EventKind.SURVEY_FAILED, message=f"cannot survey exposure: {e}", error=str(e)
