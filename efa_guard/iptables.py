@@ -15,6 +15,7 @@ from efa_guard.errors import ReadCommandError
 from efa_guard.iptables_proc import KINDS, Activity, Kind, Tools, which
 from efa_guard.iptables_read import READ_ATTEMPTS, Key, LegacyReads, Memo, Unprintable
 from efa_guard.iptables_restore import restore
+from efa_guard.legacycache import LegacyCache
 from efa_guard.observe import ParseError, observe
 from efa_guard.plan import Transaction
 from efa_guard.policy import Policy
@@ -67,6 +68,8 @@ class Iptables(Tools):
     # (family, table, chain) -> listing: set by one-shot commands, which read a snapshot once;
     # the daemon leaves it None and always reads afresh.
     memo: Memo | None = field(default=None, repr=False)
+    # The daemon's, on legacy: listings of an unchanged state are reused (see legacycache).
+    cache: LegacyCache | None = field(default=None, repr=False)
     # Chains of the last reads that iptables could not print, read through nft instead.
     unprintable: dict[Key, Unprintable] = field(default_factory=dict, repr=False)
     _generation_read: int | None = field(default=None, repr=False)  # the memo's generation
@@ -83,13 +86,18 @@ class Iptables(Tools):
 
         nft: the chains are listed concurrently, between two reads of the ruleset generation;
         when it moved, everything is read again (bounded), else UnstableReadError. legacy: the
-        kernel hands out a table in one consistent copy; see `iptables_read.read_legacy`.
+        kernel hands out a table in one consistent copy; see `iptables_read.read_legacy`
+        (with a `cache`, the daemon's, chains of a table unchanged since they were last read
+        are not read again: see `legacycache`).
         With a `memo` (one-shot commands) nothing is read twice, and the memo stays one
         snapshot (nft: a later batch that sees a newer generation re-reads the memo too).
         """
         memo = self.memo if self.memo is not None else {}
         if self.kind == "legacy":
-            iptables_read.read_legacy(self, memo, requests, self._legacy)
+            if self.memo is None and self.cache is not None:
+                memo = self.cache.read(requests, self._read_legacy)
+            else:
+                iptables_read.read_legacy(self, memo, requests, self._legacy)
             return [memo.get(r) for r in requests]
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
         if todo:
@@ -101,6 +109,11 @@ class Iptables(Tools):
                 read_at=self._generation_read,
             )
         return [memo[r] for r in requests]
+
+    def _read_legacy(self, keys: list[Key]) -> Memo:
+        memo: Memo = {}
+        iptables_read.read_legacy(self, memo, keys, LegacyReads())
+        return memo
 
     def _list_nft(self, keys: list[Key]) -> Memo:
         return iptables_read.list_nft(self, keys, self.unprintable)

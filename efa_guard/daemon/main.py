@@ -58,7 +58,7 @@ def run(path: Path, log: Logger) -> int:
             reason=e.reason,
         )
         return EXIT_NOT_CONFIGURED
-    ipt, warnings = choose(cfg.backend, cfg.policy)
+    ipt, warnings = choose(cfg.backend, cfg.policy, cache=True)
     for w in warnings:
         log.warning(EventKind.BACKEND_WARNING, message=w)
     write_backend(ipt.kind)
