@@ -90,7 +90,12 @@ def run(path: Path, log: Logger) -> int:
     loop = Loop(rec=rec, notifier=notifier, exposure=exposure, publisher=publisher, events=events)
     loop.install_signals()
     sources += start_sources(
-        cfg, backend=ipt.kind, own_pid=ipt.activity.is_own, emit=loop.events.put, log=log
+        cfg,
+        backend=ipt.kind,
+        own_pid=ipt.activity.is_own,
+        own_lock_close=ipt.activity.own_lock_close,
+        emit=loop.events.put,
+        log=log,
     )
     names = [s.name for s in sources]
     log.info(
