@@ -13,7 +13,7 @@ from typing import Protocol
 from efa_guard import iptables_read
 from efa_guard.errors import ReadCommandError
 from efa_guard.iptables_proc import KINDS, Activity, Kind, Tools, which
-from efa_guard.iptables_read import READ_ATTEMPTS, Key, LegacyReads, Memo, Unprintable
+from efa_guard.iptables_read import READ_ATTEMPTS, Key, Memo, MemoReads, Unprintable
 from efa_guard.iptables_restore import restore
 from efa_guard.legacycache import LegacyCache
 from efa_guard.observe import ParseError, observe
@@ -72,8 +72,7 @@ class Iptables(Tools):
     cache: LegacyCache | None = field(default=None, repr=False)
     # Chains of the last reads that iptables could not print, read through nft instead.
     unprintable: dict[Key, Unprintable] = field(default_factory=dict, repr=False)
-    _generation_read: int | None = field(default=None, repr=False)  # the memo's generation
-    _legacy: LegacyReads = field(default_factory=LegacyReads, repr=False)
+    _reads: MemoReads = field(default_factory=MemoReads, repr=False)  # what it knows of `memo`
 
     def list_chains(
         self, requests: Sequence[tuple[str, str]], family: str = "ipv4"
@@ -97,22 +96,22 @@ class Iptables(Tools):
             if self.memo is None and self.cache is not None:
                 memo = self.cache.read(requests, self._read_legacy)
             else:
-                iptables_read.read_legacy(self, memo, requests, self._legacy)
+                iptables_read.read_legacy(self, memo, requests, self._reads)
             return [memo.get(r) for r in requests]
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
         if todo:
-            self._generation_read = iptables_read.read_nft(
+            self._reads.generation = iptables_read.read_nft(
                 memo,
                 todo,
                 self._list_nft,
                 kept=self.memo is not None,
-                read_at=self._generation_read,
+                read_at=self._reads.generation,
             )
         return [memo[r] for r in requests]
 
     def _read_legacy(self, keys: list[Key]) -> Memo:
         memo: Memo = {}
-        iptables_read.read_legacy(self, memo, keys, LegacyReads())
+        iptables_read.read_legacy(self, memo, keys, MemoReads())
         return memo
 
     def _list_nft(self, keys: list[Key]) -> Memo:
