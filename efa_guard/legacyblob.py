@@ -114,7 +114,7 @@ def _target(blob: Blob, at: int) -> tuple[int, int, int, bytes]:
     size, name, _ = _TARGET.unpack_from(data, at + to)
     if to + size != nxt:
         raise DoubtError(at)
-    return to, nxt, size, name.rstrip(b"\0")
+    return to, nxt, size, name.split(b"\0", 1)[0]
 
 
 def _head_name(blob: Blob, at: int) -> bytes | None:
