@@ -11,6 +11,8 @@ from typing import Literal
 
 from efa_guard.errors import IptablesMissingError, PrivilegeError, ReadError
 from efa_guard.iptables import KINDS, Iptables, Kind, which
+from efa_guard.legacycache import LegacyCache
+from efa_guard.nftdump import ListingCache
 from efa_guard.policy import Policy
 
 _LEGACY_TABLES = {
@@ -167,14 +169,23 @@ def choose(
     policy: Policy,
     *,
     recorded: str | None = None,
+    cache: bool = False,
 ) -> tuple[Iptables, tuple[str, ...]]:
     """The runner for a configured backend, and warnings about the choice.
 
     `auto` detects kube-proxy's backend. `recorded` is the backend a running daemon enforces
     on (one-shot commands look where it looks, and warn when detection now differs).
+    `cache` (the daemon): reads of a state seen before need no iptables process (nft: by
+    netlink fingerprint; legacy: the listings of an unchanged table are reused).
     """
+
+    def runner(kind: Kind) -> Iptables:
+        if not cache:
+            return Iptables(kind)
+        return Iptables(kind, cache=LegacyCache() if kind == "legacy" else ListingCache())
+
     if backend != "auto":
-        return Iptables(backend), ()
+        return runner(backend), ()
     found = detect(policy)
     if recorded in KINDS and recorded != found.kind:
         warning = (
@@ -182,5 +193,5 @@ def choose(
             f"({found.reason}); restart efa-guard to follow it"
         )
         chosen: Kind = "legacy" if recorded == "legacy" else "nft"
-        return Iptables(chosen), (*found.warnings, warning)
-    return Iptables(found.kind), found.warnings
+        return runner(chosen), (*found.warnings, warning)
+    return runner(found.kind), found.warnings

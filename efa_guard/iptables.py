@@ -13,8 +13,9 @@ from typing import Protocol
 from efa_guard import iptables_read, nftdump
 from efa_guard.errors import ReadCommandError
 from efa_guard.iptables_proc import KINDS, Activity, Kind, Tools, which
-from efa_guard.iptables_read import READ_ATTEMPTS, Key, LegacyReads, Memo, Unprintable
+from efa_guard.iptables_read import READ_ATTEMPTS, Key, Memo, MemoReads, Unprintable
 from efa_guard.iptables_restore import restore
+from efa_guard.legacycache import LegacyCache
 from efa_guard.nftdump import ListingCache
 from efa_guard.nftgen import generation
 from efa_guard.observe import ParseError, observe
@@ -81,13 +82,12 @@ class Iptables(Tools):
     # (family, table, chain) -> listing: set by one-shot commands, which read a snapshot once;
     # the daemon leaves it None and always reads afresh.
     memo: Memo | None = field(default=None, repr=False)
+    # The daemon's: listings of states seen before, read again without iptables processes
+    # (nft: by netlink fingerprint, see nftdump; legacy: of an unchanged table, legacycache).
+    cache: ListingCache | LegacyCache | None = field(default=None, repr=False)
     # Chains of the last reads that iptables could not print, read through nft instead.
     unprintable: dict[Key, Unprintable] = field(default_factory=dict, repr=False)
-    _generation_read: int | None = field(default=None, repr=False)  # the memo's generation
-    _read_at: int | None = field(default=None, repr=False)  # nft: the last read's generation
-    _legacy: LegacyReads = field(default_factory=LegacyReads, repr=False)
-    # nft, without a memo (the daemon): listings of states seen before, by fingerprint.
-    cache: ListingCache | None = field(default=None, repr=False)
+    _reads: MemoReads = field(default_factory=MemoReads, repr=False)  # what it knows of `memo`
 
     def list_chains(
         self, requests: Sequence[tuple[str, str]], family: str = "ipv4"
@@ -100,23 +100,34 @@ class Iptables(Tools):
 
         nft: the chains are listed concurrently, between two reads of the ruleset generation;
         when it moved, everything is read again (bounded), else UnstableReadError. legacy: the
-        kernel hands out a table in one consistent copy; see `iptables_read.read_legacy`.
+        kernel hands out a table in one consistent copy; see `iptables_read.read_legacy`
+        (with a `cache`, the daemon's, chains of a table unchanged since they were last read
+        are not read again: see `legacycache`).
         With a `memo` (one-shot commands) nothing is read twice, and the memo stays one
         snapshot (nft: a later batch that sees a newer generation re-reads the memo too).
         """
         memo = self.memo if self.memo is not None else {}
         if self.kind == "legacy":
-            iptables_read.read_legacy(self, memo, requests, self._legacy)
+            if self.memo is None and isinstance(self.cache, LegacyCache):
+                memo = self.cache.read(requests, self._read_legacy)
+            else:
+                iptables_read.read_legacy(self, memo, requests, self._reads)
             return [memo.get(r) for r in requests]
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
         if todo:
             kept = self.memo is not None
-            self._read_at = iptables_read.read_nft(
-                memo, todo, self._list_nft, kept=kept, read_at=self._generation_read
+            read_at = iptables_read.read_nft(
+                memo, todo, self._list_nft, kept=kept, read_at=self._reads.generation
             )
+            self._reads.last = read_at
             if kept:
-                self._generation_read = self._read_at
+                self._reads.generation = read_at
         return [memo[r] for r in requests]
+
+    def _read_legacy(self, keys: list[Key]) -> Memo:
+        memo: Memo = {}
+        iptables_read.read_legacy(self, memo, keys, MemoReads())
+        return memo
 
     def _owned(self, requests: list[Key]) -> list[str | None]:
         """The policy's chains: on nft with a cache (the daemon), from states seen before.
@@ -128,19 +139,19 @@ class Iptables(Tools):
         """
         cache = self.cache
         seen = None
-        if cache is not None and self.memo is None and self.kind == "nft":
+        if isinstance(cache, ListingCache) and self.memo is None and self.kind == "nft":
             seen = nftdump.fingerprints(requests)
-        if cache is None or seen is None:
+        if not isinstance(cache, ListingCache) or seen is None:
             return self.list_many(requests)
         generation_seen, digests = seen
         hit = cache.lookup(digests)
         if hit is not None:
-            self._read_at = generation_seen
+            self._reads.last = generation_seen
             for key in requests:
                 self.unprintable.pop(key, None)  # a cached listing is one iptables printed
             return [hit[r] for r in requests]
         listings = self.list_many(requests)
-        if self._read_at == generation_seen:
+        if self._reads.last == generation_seen:
             for key, listing in zip(requests, listings, strict=True):
                 if key not in self.unprintable:
                     cache.learn(key, digests[key], listing)
@@ -148,9 +159,9 @@ class Iptables(Tools):
 
     def mark(self) -> Mark | None:
         """nft: the generation the last read saw, and our commits then; legacy: None."""
-        if self.kind != "nft" or self._read_at is None:
+        if self.kind != "nft" or self._reads.last is None:
             return None
-        return (self._read_at, self.commits)
+        return (self._reads.last, self.commits)
 
     def untouched_since(self, mark: Mark) -> bool:
         """nft: the generation moved by exactly the commits we made since `mark`.

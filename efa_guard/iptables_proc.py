@@ -7,9 +7,11 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from efa_guard.errors import CommandError, IptablesMissingError, PrivilegeError
@@ -31,14 +33,23 @@ def which(name: str) -> str | None:
     return shutil.which(name, path=f"{path}:{_SEARCH_PATH}" if path else _SEARCH_PATH)
 
 
-class Activity:
-    """The PIDs of our recent iptables processes.
+CREDIT_TTL = 2.0  # seconds an expected close of the xtables lock stays expected
 
-    nf_tables events name the committing PID: the daemon ignores its own writes by it.
+
+class Activity:
+    """The PIDs of our recent iptables processes, and the lock closes ours will cause.
+
+    nf_tables events name the committing PID: the daemon ignores its own writes by it. On
+    legacy, the daemon wakes on every close of the xtables lock; our own restore closes it
+    too, and its check reads the result back anyway. So each lock-taking command of ours
+    leaves a credit per close it will cause, and the watcher spends one instead of waking.
+    A credit lasts while its command may still close the lock and CREDIT_TTL after it ended.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._pids: deque[int] = deque(maxlen=256)
+        self._credits: deque[list[float]] = deque()  # [pid, deadline], one per expected close
+        self._clock = clock
         self._lock = threading.Lock()
 
     def started(self, pid: int) -> None:
@@ -50,6 +61,52 @@ class Activity:
         """Whether the PID is one of our recent commands."""
         with self._lock:
             return pid in self._pids
+
+    def expect_closes(self, pid: int, count: int, *, within: float) -> None:
+        """Our command `pid` will close the xtables lock `count` times, within `within` s."""
+        with self._lock:
+            now = self._clock()
+            while self._credits and self._credits[0][1] <= now:
+                self._credits.popleft()  # unused and expired
+            self._credits.extend([float(pid), now + within + CREDIT_TTL] for _ in range(count))
+
+    def ended(self, pid: int) -> None:
+        """Our command `pid` ended: its closes are behind it, its credits expire soon."""
+        with self._lock:
+            deadline = self._clock() + CREDIT_TTL
+            for credit in self._credits:
+                if credit[0] == pid:
+                    credit[1] = min(credit[1], deadline)
+
+    def own_lock_close(self) -> bool:
+        """A close of the xtables lock was seen: True (one credit spent) if one of ours was due.
+
+        The close may be a foreign writer's that came first; then ours comes later, finds no
+        credit and wakes the check, which reads the foreign write too. The inotify queue is in
+        order: a foreign close seen first happened before ours, so before our read-back.
+        """
+        with self._lock:
+            now = self._clock()
+            while self._credits:
+                if self._credits.popleft()[1] > now:
+                    return True
+            return False
+
+
+def lock_closes(argv: Sequence[str], text: str | None, *, private: bool) -> int:
+    """How often a command closes the shared xtables lock (measured on iptables 1.8.9).
+
+    iptables-legacy (any command, a listing too) once; iptables-legacy-restore once per table
+    it commits (`--test` too); iptables-legacy-save never; none with a private lock file.
+    """
+    name = Path(argv[0]).name if argv else ""
+    if private or not name.startswith(("iptables-legacy", "ip6tables-legacy")):
+        return 0
+    if name.endswith("-save"):
+        return 0
+    if name.endswith("-restore"):
+        return sum(1 for line in (text or "").splitlines() if line.startswith("*"))
+    return 1
 
 
 @dataclass
@@ -81,9 +138,12 @@ class Tools:
         return [tool, f"--wait={self.wait_seconds}", "-t", table, *args]
 
     def spawn(
-        self, argv: Sequence[str], *, stdin: bool = False, slot: int = 0
+        self, argv: Sequence[str], *, stdin: bool = False, slot: int = 0, text: str | None = None
     ) -> subprocess.Popen[str]:
-        """Start one command (C locale); a read (no stdin) locks a private file of its slot."""
+        """Start one command (C locale); a read (no stdin) locks a private file of its slot.
+
+        `text`: what it will be fed (a restore's tables each close the xtables lock).
+        """
         env = _env()
         if not stdin:
             # A read: iptables-legacy takes the xtables lock even to list a chain, and the
@@ -104,12 +164,16 @@ class Tools:
             env=env,
         )
         self.activity.started(proc.pid)
+        closes = lock_closes(argv, text, private="XTABLES_LOCKFILE" in env)
+        if closes:  # it may wait for the lock (--wait) before it takes and closes it
+            self.activity.expect_closes(proc.pid, closes, within=self.wait_seconds)
         return proc
 
     def run(self, argv: Sequence[str], text: str | None = None) -> tuple[str, str, int]:
         """Run one command to its end (fed `text` on stdin): stdout, stderr, return code."""
-        proc = self.spawn(argv, stdin=text is not None)
+        proc = self.spawn(argv, stdin=text is not None, text=text)
         out, err = proc.communicate(text)
+        self.activity.ended(proc.pid)
         return out, err, proc.returncode
 
 

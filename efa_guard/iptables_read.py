@@ -48,9 +48,15 @@ class Unprintable:
 
 
 @dataclass
-class LegacyReads:
-    """legacy: the memo these sets describe, its tables read whole, and those read by one -S."""
+class MemoReads:
+    """What the reads into a memo know of it.
 
+    nft: the generation it was read at (None: not yet). legacy: the memo these sets describe,
+    its tables read whole, and those read by one -S.
+    """
+
+    generation: int | None = None
+    last: int | None = None  # nft: the generation of the latest read, memo or not
     of: Memo | None = None
     whole: set[tuple[str, str]] = field(default_factory=set)
     part: set[tuple[str, str]] = field(default_factory=set)
@@ -150,7 +156,7 @@ def _nft_chain(
     return parsed.listing()
 
 
-def read_legacy(tools: Tools, memo: Memo, requests: Sequence[Key], seen: LegacyReads) -> None:
+def read_legacy(tools: Tools, memo: Memo, requests: Sequence[Key], seen: MemoReads) -> None:
     """Each process reads one table in one consistent copy; never a table twice per batch.
 
     Two or more chains of a table, or a table this memo already read a chain of: one

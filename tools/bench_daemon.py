@@ -79,7 +79,7 @@ from tools.benchkit import (
 )
 from tools.harness import HarnessError, efa_argv, isolate_state, write_config
 from tools.kuberules import KubeRules
-from tools.runner import Cpu, Daemon, Line
+from tools.runner import PRIVATE_RUN, Cpu, Daemon, Line
 from tools.sandbox import Sandbox, missing_tools, sandbox
 
 if TYPE_CHECKING:
@@ -133,23 +133,6 @@ TAMPERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """The rotating tampers: a label and the iptables arguments."""
 
-PRIVATE_RUN = (
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "sh",
-    "-c",
-    'mount -t tmpfs efa-bench-run /run && exec "$@"',
-    "sh",
-)
-"""Prefix giving a legacy daemon its own /run, so its own xtables lock.
-
-iptables-legacy's lock /run/xtables.lock is host-wide, and the daemon reacts to every release
-of it: any legacy iptables anywhere on the host (other test runs, here) would wake it.  The
-mount lives in a private mount namespace of the daemon's and is gone with it; tampers enter
-it with nsenter.  ``--shared-lock`` turns this off.
-"""
 PRIVATE_RUN_TOOLS = ("unshare", "nsenter", "mount")
 
 # -- statistics ----------------------------------------------------------------------------

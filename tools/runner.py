@@ -29,6 +29,23 @@ STOP_TIMEOUT = 15.0
 """Seconds for the daemon to exit after SIGTERM before it is killed."""
 SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 """Never inherited from our own environment: only what ``env`` passes reaches the daemon."""
+PRIVATE_RUN = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs efa-private-run /run && exec "$@"',
+    "sh",
+)
+"""Prefix giving a command (a legacy daemon) its own /run, so its own xtables lock.
+
+iptables-legacy's lock /run/xtables.lock is host-wide, and the daemon reacts to every release
+of it: any legacy iptables anywhere on the host (other test runs, here) would wake it.  The
+mount lives in a private mount namespace of the daemon's and is gone with it; tampers enter
+it with nsenter (:meth:`Daemon.enter`).  /run/systemd is hidden too: log to stderr (json).
+"""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,6 @@ from efa_guard.daemon.telemetry import Telemetry
 from efa_guard.errors import ConfigError
 from efa_guard.events import Event, Trigger
 from efa_guard.log import Logger
-from efa_guard.nftdump import ListingCache
 from efa_guard.notify import Notifier
 from efa_guard.rundir import clear_backend, write_backend
 from efa_guard.sources import Source, start_sources, stop_sources
@@ -59,9 +58,7 @@ def run(path: Path, log: Logger) -> int:
             reason=e.reason,
         )
         return EXIT_NOT_CONFIGURED
-    ipt, warnings = choose(cfg.backend, cfg.policy)
-    if ipt.kind == "nft":
-        ipt.cache = ListingCache()  # states seen before are read without iptables processes
+    ipt, warnings = choose(cfg.backend, cfg.policy, cache=True)
     for w in warnings:
         log.warning(EventKind.BACKEND_WARNING, message=w)
     write_backend(ipt.kind)
@@ -93,7 +90,12 @@ def run(path: Path, log: Logger) -> int:
     loop = Loop(rec=rec, notifier=notifier, exposure=exposure, publisher=publisher, events=events)
     loop.install_signals()
     sources += start_sources(
-        cfg, backend=ipt.kind, own_pid=ipt.activity.is_own, emit=loop.events.put, log=log
+        cfg,
+        backend=ipt.kind,
+        own_pid=ipt.activity.is_own,
+        own_lock_close=ipt.activity.own_lock_close,
+        emit=loop.events.put,
+        log=log,
     )
     names = [s.name for s in sources]
     log.info(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from efa_guard.catalog import EventKind
 from efa_guard.events import Event
+from efa_guard.legacycache import XTABLES_LOCK
 
 if TYPE_CHECKING:
     from efa_guard.config import Config
@@ -31,16 +33,33 @@ class Source(Protocol):
         """Follow a reloaded config (tables, families, interfaces, path)."""
 
 
-def start_sources(
+def closed_no_write_supported() -> bool:
+    """Whether watchdog (>= 2.3) reports closes of read-only files (iptables-legacy's lock)."""
+    import watchdog.events  # noqa: PLC0415
+
+    return hasattr(watchdog.events, "FileClosedNoWriteEvent")
+
+
+def lock_to_watch(backend: Kind) -> Path | None:
+    """The xtables lock, when its closes tell of legacy writers and watchdog can see them."""
+    return XTABLES_LOCK if backend == "legacy" and closed_no_write_supported() else None
+
+
+def start_sources(  # noqa: PLR0913 - keyword-only; what the sources need of the daemon
     config: Config,
     *,
     backend: Kind,
     own_pid: Callable[[int], bool],
+    own_lock_close: Callable[[], bool],
     emit: Emit,
     log: Logger,
 ) -> list[Source]:
-    """Start every source that applies; one that cannot start is logged and skipped."""
-    from efa_guard.sources.files import FileWatcher, lock_to_watch  # noqa: PLC0415
+    """Start every source that applies; one that cannot start is logged and skipped.
+
+    `own_pid`: whether an nf_tables commit is ours; `own_lock_close`: whether a close of the
+    xtables lock was one of ours (spending its credit).
+    """
+    from efa_guard.sources.files import FileWatcher  # noqa: PLC0415
     from efa_guard.sources.links import LinkWatcher  # noqa: PLC0415
     from efa_guard.sources.nft import NftWatcher  # noqa: PLC0415
 
@@ -49,7 +68,12 @@ def start_sources(
         makers.append(("nf_tables events", lambda: NftWatcher(config, own_pid=own_pid, emit=emit)))
     makers.append(("link events", lambda: LinkWatcher(config, emit=emit)))
     lock = lock_to_watch(backend)
-    makers.append(("the config watch", lambda: FileWatcher(config, emit=emit, log=log, lock=lock)))
+    makers.append(
+        (
+            "the config watch",
+            lambda: FileWatcher(config, emit=emit, log=log, lock=lock, own_close=own_lock_close),
+        )
+    )
     started: list[Source] = []
     for what, make in makers:
         try:
@@ -77,4 +101,4 @@ def stop_sources(sources: list[Source]) -> None:
             continue
 
 
-__all__ = ["Emit", "Source", "start_sources", "stop_sources"]
+__all__ = ["Emit", "Source", "lock_to_watch", "start_sources", "stop_sources"]

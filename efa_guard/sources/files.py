@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,27 +24,13 @@ from efa_guard.sources import Emit
 
 if TYPE_CHECKING:
     from efa_guard.config import Config
-    from efa_guard.iptables import Kind
     from efa_guard.log import Logger
 
-XTABLES_LOCK = Path("/run/xtables.lock")
 POLL = 1.0  # seconds between stats while the watch is lost
 SAFETY_POLL = 5.0  # seconds between stats of the file while the watch is armed
 _DIRECT = frozenset({"modified", "created", "moved", "closed"})  # writes, not our own reads
 
 Signature = tuple[int, int, int, int] | None  # st_dev, st_ino, st_mtime_ns, st_size
-
-
-def closed_no_write_supported() -> bool:
-    """Whether watchdog (>= 2.3) reports closes of read-only files (iptables-legacy's lock)."""
-    import watchdog.events  # noqa: PLC0415
-
-    return hasattr(watchdog.events, "FileClosedNoWriteEvent")
-
-
-def lock_to_watch(backend: Kind) -> Path | None:
-    """The xtables lock, when its closes tell of legacy writers and watchdog can see them."""
-    return XTABLES_LOCK if backend == "legacy" and closed_no_write_supported() else None
 
 
 def signature(path: Path) -> Signature:
@@ -84,6 +71,7 @@ class FileWatcher:
         emit: Emit,
         log: Logger,
         lock: Path | None = None,
+        own_close: Callable[[], bool] = lambda: False,
         poll: float = POLL,
         observer: Any = None,  # noqa: ANN401 - a watchdog observer; tests inject failures
     ) -> None:
@@ -92,6 +80,7 @@ class FileWatcher:
         self.log = log
         self.path = _absolute(config.path)
         self.lock = lock
+        self.own_close = own_close  # spends a credit of ours (iptables_proc.Activity)
         self.poll = poll
         self.observer: Any = observer if observer is not None else _observer()
         self.observer.daemon = True
@@ -143,9 +132,12 @@ class FileWatcher:
             paths.add(Path(str(dest)))
         kind = str(event.event_type)
         if self.lock is not None and self.lock in paths:
-            if kind in {"closed_no_write", "closed"}:
-                # Our own writes release the lock too: that costs one check that finds the
-                # policy in place. Dropping events while we are busy would lose foreign ones.
+            # Our own restore closes the lock too, and its check reads the result back: its
+            # close spends a credit instead of waking another check. A foreign close that
+            # comes first spends it instead: inotify delivers in order, so that writer closed
+            # (and wrote) before our restore did, before our read-back, which saw its write;
+            # our close, later, finds no credit and wakes a check all the same.
+            if kind in {"closed_no_write", "closed"} and not self.own_close():
                 self.emit(
                     Event(Trigger.LOCK, detail=f"a legacy iptables writer released {self.lock}")
                 )

@@ -221,7 +221,12 @@ def test_a_source_that_cannot_start_is_logged_and_skipped(
     log = Log()
     cfg = config_at(tmp_path / "efa-guard" / "efa-guard.toml")
     sources = start_sources(
-        cfg, backend="nft", own_pid=lambda _pid: False, emit=lambda _e: None, log=log
+        cfg,
+        backend="nft",
+        own_pid=lambda _pid: False,
+        own_lock_close=lambda: False,
+        emit=lambda _e: None,
+        log=log,
     )
     try:
         assert [s.name for s in sources] == ["link-events", "config-file"]
