@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 POLL = 1.0  # seconds between stats while the watch is lost
 SAFETY_POLL = 5.0  # seconds between stats of the file while the watch is armed
+QUIET = 0.05  # a write is over after this long without another event (truncate, then write)
+MAX_QUIET = 0.5  # ... or after this long in all: a file written forever is read anyway
 _DIRECT = frozenset({"modified", "created", "moved", "closed"})  # writes, not our own reads
 
 Signature = tuple[int, int, int, int] | None  # st_dev, st_ino, st_mtime_ns, st_size
@@ -212,10 +215,16 @@ class FileWatcher:
             again = self.lost is not None or self.rechecks > 0
             # Even with every watch armed, a stat every SAFETY_POLL seconds: an event inotify
             # did not deliver (a watch armed a moment too late) is picked up all the same.
-            self._wake.wait(timeout=self.poll if again else SAFETY_POLL)
+            woken = self._wake.wait(timeout=self.poll if again else SAFETY_POLL)
             if self.stopped.is_set():
                 return
             self._wake.clear()
+            if woken:  # let a write in several steps finish: one reload of the whole file
+                end = time.monotonic() + MAX_QUIET
+                while time.monotonic() < end and self._wake.wait(QUIET):
+                    self._wake.clear()
+                if self.stopped.is_set():
+                    return
             self.rechecks = max(0, self.rechecks - 1)
             try:
                 self.check()
