@@ -371,6 +371,11 @@ def nft_goals(run: daemons.NftRun, keys: tuple[str, str]) -> list[Goal]:
     fl = Figure("floor", floor, "ms")
     matched = f"{len(run.c2c)} of {len(run.samples)} tampers timed"
     matched += "" if run.complete else " (the watch had NOT caught up)"
+    if run.lag_ms:
+        matched += (
+            f", watch lag median {shown(statistics.median(run.lag_ms), None)}, "
+            f"max {shown(max(run.lag_ms), None)} ms"
+        )
     ext = Latency.of([x.external_ms for x in run.samples])
     logged = ""
     if ext is not None:

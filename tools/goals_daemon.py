@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import resource
 import statistics
@@ -195,6 +196,22 @@ def _idle(d: Daemon, seconds: float) -> Cpu:
     return d.cpu() - before
 
 
+def _quiet(d: Daemon, window: float = 0.5, timeout: float = 20.0) -> None:
+    """Wait until the daemon used no CPU for ``window`` s: no check is under way.
+
+    state.json is published after a check; read during one, its counter would miss it.
+    """
+    deadline = time.monotonic() + timeout
+    before = d.cpu().total
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = d.cpu().total
+        if now == before:
+            return
+        before = now
+    raise BenchError(f"the daemon was never quiet for {window:g} s in {timeout:g} s")
+
+
 @dataclasses.dataclass(frozen=True)
 class OwnRestores:
     """Per correction: checks after it in quiet, and when the last check was (ms after it)."""
@@ -209,20 +226,21 @@ def _own_restores(d: Daemon, interval: float, count: int) -> OwnRestores:
 
     Read from state.json: the counter before the tamper and :data:`QUIET_AFTER` s after the
     correction, minus the one check that corrected; and its last check's time against the
-    arrival of the ``drift_corrected`` line (negative: no check came after it).  The timer
-    (reset by every check) cannot fire in between: a tamper starts only while it is at least
-    4 s away.
+    arrival of the ``drift_corrected`` line (negative: no check came after it).  A tamper
+    starts only when the daemon is quiet (no check under way) and its timer (reset by every
+    check) is at least 4 s away.
     """
     extra: list[int] = []
     last_ms: list[float] = []
     corrections = 0
     for _ in range(count):
+        _quiet(d)
         checks, last = _checks(d)
         if time.time() - last > interval - 4.0:
             deadline = time.monotonic() + interval + 10.0
             while _checks(d)[1] == last and time.monotonic() < deadline:
                 time.sleep(0.05)
-            time.sleep(0.2)
+            _quiet(d)
             checks, last = _checks(d)
         mark = d.mark()
         run_ok([*d.enter(), "iptables-legacy", "--wait=5", "-F", "EFA_INPUT"])
@@ -391,6 +409,7 @@ class NftRun:
     samples: tuple[Sample, ...]
     c2c: tuple[float | None, ...]  # per sample; None: not corrected (a miss)
     unmatched: int  # corrected, but the two commits were not both seen
+    lag_ms: tuple[float, ...]  # how late the watch read each tamper's commit, at least
     floor: Floor
     overflows: int
     complete: bool  # the watch had read every commit when the series was matched
@@ -411,6 +430,10 @@ class NftRun:
             "name": self.name,
             "commit_to_commit": lat.as_dict() if lat else None,
             "unmatched": self.unmatched,
+            "watch_lag_ms": {
+                "median": round(statistics.median(self.lag_ms), 3) if self.lag_ms else None,
+                "max": round(max(self.lag_ms), 3) if self.lag_ms else None,
+            },
             "external": ext.as_dict() if ext else None,
             "daemon_reported": own.as_dict() if own else None,
             "floor": self.floor.as_dict(),
@@ -422,20 +445,34 @@ class NftRun:
         }
 
 
-def _matched(
-    samples: list[Sample], commits: list[nftprobe.Commit], daemon_pid: int
-) -> tuple[list[float | None], int]:
+@dataclasses.dataclass(frozen=True)
+class Matched:
+    """Commit-to-commit per sample (None: never corrected), and how late the watch read."""
+
+    c2c: tuple[float | None, ...]
+    unmatched: int  # corrected, but the two commits were not both seen
+    lag_ms: tuple[float, ...]  # per tamper: its commit read after its exit, at least
+
+
+def _matched(samples: list[Sample], commits: list[nftprobe.Commit], daemon_pid: int) -> Matched:
+    """Each tamper's commit to the daemon's next commit, before the next tamper started."""
     out: list[float | None] = []
+    lags: list[float] = []
     unmatched = 0
-    for s in samples:
+    ends = [s.started for s in samples[1:]] + [math.inf]
+    for s, end in zip(samples, ends, strict=True):
+        lag = nftprobe.watch_lag(
+            commits, pid=s.pid, start=s.started, exited=s.started + s.command_ms / 1000.0
+        )
+        if lag is not None:
+            lags.append(lag)
         if s.external_ms is None:
             out.append(None)
             continue
-        line_at = s.started + (s.command_ms + s.external_ms) / 1000.0
         c2c = nftprobe.commit_to_commit(
             commits,
             tamper_pid=s.pid,
-            window=(s.started, line_at),
+            window=(s.started, end),
             daemon_pid=daemon_pid,
             foreign=FOREIGN_COMMS,
         )
@@ -443,7 +480,7 @@ def _matched(
             unmatched += 1
         else:
             out.append(c2c)
-    return out, unmatched
+    return Matched(tuple(out), unmatched, tuple(lags))
 
 
 def bench_nft(
@@ -483,12 +520,13 @@ def bench_nft(
         in_place(sb.guard, config)
     if resync is not None and not resync.durations:
         raise BenchError(f"the resync loop never succeeded: {resync.errors[:3]}")
-    c2c, unmatched = _matched(samples, commits, d.pid)
+    matched = _matched(samples, commits, d.pid)
     return NftRun(
         name,
         tuple(samples),
-        tuple(c2c),
-        unmatched,
+        matched.c2c,
+        matched.unmatched,
+        matched.lag_ms,
         floor,
         overflows,
         complete,

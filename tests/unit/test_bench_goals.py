@@ -21,6 +21,7 @@ from tools.nftprobe import (
     CommitReader,
     commit_to_commit,
     probe_batch,
+    watch_lag,
 )
 
 
@@ -249,3 +250,11 @@ def test_no_restore_in_the_window_is_no_figure() -> None:
     late = Commit(3.0, 12, "iptables-nft-re", 5, ppid=7)
     assert commit_to_commit([tamper, late], tamper_pid=10, window=(0, 2), daemon_pid=7) is None
     assert commit_to_commit([late], tamper_pid=10, window=(0, 4), daemon_pid=7) is None
+
+
+def test_a_commit_read_after_its_process_exited_was_read_late() -> None:
+    """The watch's lag: how long after the committer's exit its NEWGEN was read (0 if before)."""
+    commits = [Commit(1.0, 9, "iptables-nft", 1), Commit(2.050, 10, "iptables-nft", 1)]
+    assert watch_lag(commits, pid=10, start=2.0, exited=2.010) == pytest.approx(40.0)
+    assert watch_lag(commits, pid=10, start=2.0, exited=2.060) == 0.0
+    assert watch_lag(commits, pid=11, start=0.0, exited=3.0) is None
