@@ -369,25 +369,33 @@ def nft_goals(run: daemons.NftRun, keys: tuple[str, str]) -> list[Goal]:
     """Rows 5a/5b (quiet) or 5c/5d (resync loop)."""
     lat, floor = run.latency, run.floor.ms
     fl = Figure("floor", floor, "ms")
-    matched = f"{len(run.c2c)} of {len(run.samples)} tampers timed"
-    matched += "" if run.complete else " (the watch had NOT caught up)"
-    if run.lag_ms:
-        matched += (
-            f", watch lag median {shown(statistics.median(run.lag_ms), None)}, "
-            f"max {shown(max(run.lag_ms), None)} ms"
-        )
+    missed = sum(1 for x in run.c2c if x is None)
+    timed = len(run.samples) - run.unmatched - missed
+    parts = [
+        (
+            f"{len(run.samples)} tampers: {timed} commit to commit, {run.unmatched} by the bound "
+            f"tamper start -> drift_corrected line, {missed} never corrected"
+        ),
+        f"watch: {run.overflows} overflows"
+        + ("" if run.complete else ", had NOT caught up")
+        + (
+            f", lag median {shown(statistics.median(run.lag_ms), None)} max "
+            f"{shown(max(run.lag_ms), None)} ms"
+            if run.lag_ms
+            else ""
+        ),
+        (
+            f"floor = event {statistics.median(run.floor.delivery):.2f} + restore "
+            f"{statistics.median(run.floor.restore):.2f} ms"
+        ),
+    ]
     ext = Latency.of([x.external_ms for x in run.samples])
-    logged = ""
     if ext is not None:
-        logged = (
-            f"; tamper exit -> drift_corrected line: median {shown(ext.median, None)}, "
+        parts.append(
+            f"tamper exit -> drift_corrected line: median {shown(ext.median, None)}, "
             f"p99 {shown(ext.p99, None)} ms"
         )
-    note = (
-        f"{matched} ({run.unmatched} unmatched, {run.overflows} watch overflows); floor = "
-        f"event {statistics.median(run.floor.delivery):.2f} + restore "
-        f"{statistics.median(run.floor.restore):.2f} ms{logged}"
-    )
+    note = "; ".join(parts)
     return [
         Goal(
             keys[0],

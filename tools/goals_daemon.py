@@ -408,7 +408,7 @@ class NftRun:
     name: str
     samples: tuple[Sample, ...]
     c2c: tuple[float | None, ...]  # per sample; None: not corrected (a miss)
-    unmatched: int  # corrected, but the two commits were not both seen
+    unmatched: int  # corrected, timed by the bound tamper start -> logged correction
     lag_ms: tuple[float, ...]  # how late the watch read each tamper's commit, at least
     floor: Floor
     overflows: int
@@ -450,12 +450,16 @@ class Matched:
     """Commit-to-commit per sample (None: never corrected), and how late the watch read."""
 
     c2c: tuple[float | None, ...]
-    unmatched: int  # corrected, but the two commits were not both seen
+    unmatched: int  # corrected, but the two commits were not both seen: the bound is used
     lag_ms: tuple[float, ...]  # per tamper: its commit read after its exit, at least
 
 
 def _matched(samples: list[Sample], commits: list[nftprobe.Commit], daemon_pid: int) -> Matched:
-    """Each tamper's commit to the daemon's next commit, before the next tamper started."""
+    """Each tamper's commit to the daemon's next commit, before the next tamper started.
+
+    When the watch did not see both in that window, the tamper's start to the arrival of its
+    ``drift_corrected`` line stands in: it holds both commits, so it bounds the figure.
+    """
     out: list[float | None] = []
     lags: list[float] = []
     unmatched = 0
@@ -476,10 +480,10 @@ def _matched(samples: list[Sample], commits: list[nftprobe.Commit], daemon_pid: 
             daemon_pid=daemon_pid,
             foreign=FOREIGN_COMMS,
         )
-        if c2c is None:
+        if c2c is None:  # not both commits seen in time: the bound that holds for sure
             unmatched += 1
-        else:
-            out.append(c2c)
+            c2c = s.command_ms + s.external_ms
+        out.append(c2c)
     return Matched(tuple(out), unmatched, tuple(lags))
 
 
