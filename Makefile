@@ -74,7 +74,7 @@ test-unit: $(VENV)/.installed
 # Each benchmark prints its figures, the goal and a met/MISSED mark; a miss does not stop the
 # others (make -k style): the exit status is the number of benchmarks that missed.
 BENCHES = tools.bench tools.bench_daemon tools.bench_fight tools.bench_exposure \
-          tools.bench_config tools.bench_journal tools.bench_metrics
+          tools.bench_config tools.bench_journal tools.bench_metrics tools.bench_goals
 bench: $(VENV)/.installed
 	@missed=0; for b in $(BENCHES); do \
 	  echo "== $$b"; $(VENV)/bin/python -m $$b || missed=$$((missed + 1)); \

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -47,15 +48,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from tools.benchkit import (
     FAILED,
+    KINDS,
     OK,
     BenchError,
+    Kind,
     Verdict,
     environment,
     header,
+    interleave,
+    kinds,
     ns_ok,
     on_sigterm,
     positive,
@@ -70,8 +75,6 @@ from tools.sandbox import Sandbox, missing_tools, sandbox
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-Kind = Literal["nft", "legacy"]
-KINDS: tuple[Kind, ...] = ("nft", "legacy")
 
 CHECK_TARGET_MS = 200.0
 """Target: `efa-guard check` median as a whole process, in milliseconds."""
@@ -191,13 +194,10 @@ def time_round_robin(
     targets: Sequence[Target], name: str, runs: int, one: Callable[[Target], float]
 ) -> None:
     """Warm up, then time ``one`` ``runs`` times per target, rotating the order."""
-    for t in targets:
-        one(t)
-        t.samples[name] = []
-    for i in range(runs):
-        k = i % len(targets)
-        for t in (*targets[k:], *targets[:k]):
-            t.samples[name].append(one(t))
+    jobs = [(str(i), functools.partial(one, t)) for i, t in enumerate(targets)]
+    samples = interleave(jobs, runs)
+    for i, t in enumerate(targets):
+        t.samples[name] = samples[str(i)]
 
 
 def child_read(t: Target, config: Path, runs: int) -> list[float]:
@@ -403,24 +403,12 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _kinds(text: str) -> list[Kind]:
-    known: dict[str, Kind] = {k: k for k in KINDS}
-    out: list[Kind] = []
-    for v in (v.strip() for v in text.split(",") if v.strip()):
-        if v not in known:
-            raise argparse.ArgumentTypeError(f"backend must be nft or legacy, got {v!r}")
-        out.append(known[v])
-    if not out or len(set(out)) != len(out):
-        raise argparse.ArgumentTypeError(f"need distinct backends: {text!r}")
-    return out
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     p.add_argument("--runs", type=positive, default=30, help="timed runs per measurement")
     p.add_argument("--sizes", type=_int_list, default=[0, 10000, 50000], help="foreign rules")
-    p.add_argument("--backends", type=_kinds, default=list(KINDS), help="nft,legacy")
+    p.add_argument("--backends", type=kinds, default=list(KINDS), help="nft,legacy")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--only", choices=SECTIONS, help="run one section (default: all)")

@@ -52,11 +52,9 @@ import json
 import math
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -69,15 +67,15 @@ from tools.benchkit import (
     BenchError,
     Verdict,
     environment,
+    guarded,
     header,
     ns_ok,
-    on_sigterm,
     positive,
     progress,
     run_ok,
     seconds,
 )
-from tools.harness import HarnessError, efa_argv, isolate_state, write_config
+from tools.harness import efa_argv, isolate_state, write_config
 from tools.kuberules import KubeRules
 from tools.runner import PRIVATE_RUN, Cpu, Daemon, Line
 from tools.sandbox import Sandbox, missing_tools, sandbox
@@ -261,6 +259,8 @@ class Sample:
     external_ms: float | None
     trigger: str
     attributed: bool
+    pid: int = 0  # the tamper's
+    started: float = 0.0  # time.monotonic() when the tamper was started
 
     def as_dict(self) -> dict[str, object]:
         """JSON form."""
@@ -273,6 +273,7 @@ class Resync:
 
     ns: str
     text: str
+    tool: tuple[str, ...] = ("iptables-nft-restore",)  # e.g. through xtables-nft-multi
     durations: list[float] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -284,7 +285,7 @@ class Resync:
         self.thread.start()
 
     def _loop(self) -> None:
-        argv = ["ip", "netns", "exec", self.ns, "iptables-nft-restore", "--noflush"]
+        argv = ["ip", "netns", "exec", self.ns, *self.tool, "--noflush"]
         while not self.stopping.is_set():
             start = time.perf_counter()
             try:
@@ -430,7 +431,16 @@ def tamper_series(
         if line is None:
             d.check_alive()
             samples.append(
-                Sample(label, (exited - start) * 1000.0, None, None, "", attributed=False)
+                Sample(
+                    label,
+                    (exited - start) * 1000.0,
+                    None,
+                    None,
+                    "",
+                    attributed=False,
+                    pid=proc.pid,
+                    started=start,
+                )
             )
             # Put the policy back ourselves, so that the next tamper starts from it.
             policy_in_place_fix(d)
@@ -444,6 +454,8 @@ def tamper_series(
                 (line.at - exited) * 1000.0,
                 str(line.data.get("trigger", "")),
                 attributed=line.data.get("culprit_pid") == proc.pid,
+                pid=proc.pid,
+                started=start,
             )
         )
         if rng is not None:
@@ -603,22 +615,24 @@ def bench_idle(kind: Kind, config: Path, seconds: float, *, private_run: bool) -
 
 @dataclasses.dataclass(frozen=True)
 class BurstRun:
-    """One kube-proxy resync against the running daemon."""
+    """Kube-proxy resyncs (one unless ``repeats``) against the running daemon: totals."""
 
     variant: str
     rules: int
-    restore_ms: float
+    restore_ms: float  # the median of the resync restores
     checks: int
     corrections: int
     cpu: Cpu
     triggers: tuple[str, ...]
     events: dict[str, int]
+    repeats: int = 1
 
     def as_dict(self) -> dict[str, object]:
         """JSON form."""
         return {
             "variant": self.variant,
             "rules": self.rules,
+            "repeats": self.repeats,
             "restore_ms": round(self.restore_ms, 1),
             "checks": self.checks,
             "corrections": self.corrections,
@@ -629,19 +643,25 @@ class BurstRun:
         }
 
 
-def bench_burst(variant: str, config: Path, kube: KubeRules, text: str) -> BurstRun:
-    """Policy in place over the foreign rules; one resync; quiet; stop; count."""
-    progress("bench-daemon", f"resync burst ({variant}): one restore of {kube.rules} rules")
+def bench_burst(
+    variant: str, config: Path, kube: KubeRules, text: str, *, repeat: int = 1
+) -> BurstRun:
+    """Policy in place over the foreign rules; ``repeat`` x (resync, quiet); stop; count.
+
+    Repeats make the CPU per resync finer than /proc's 10 ms ticks (the totals are returned).
+    """
+    times = "one restore" if repeat == 1 else f"{repeat} restores"
+    progress("bench-daemon", f"resync burst ({variant}): {times} of {kube.rules} rules")
     with sandbox(prefix="efad") as sb:
         load_rules(sb, kube.initial)
         with running(sb.guard, config) as d:
             time.sleep(SETTLE)
             mark = d.mark()
             before = d.cpu()
-            start = time.perf_counter()
-            ns_ok(sb.guard, ["iptables-nft-restore", "--noflush"], stdin=text)
-            restore_ms = (time.perf_counter() - start) * 1000.0
-            time.sleep(BURST_QUIET)
+            took: list[float] = []
+            for _ in range(repeat):
+                took.append(ns_ok(sb.guard, ["iptables-nft-restore", "--noflush"], stdin=text)[0])
+                time.sleep(BURST_QUIET)
             spent = d.cpu() - before
             d.check_alive()
             corrected = d.since(mark, "drift_corrected")
@@ -651,7 +671,15 @@ def bench_burst(variant: str, config: Path, kube: KubeRules, text: str) -> Burst
     checks = counter(stopping, "checks") - 1
     triggers = tuple(str(ln.data.get("trigger", "")) for ln in corrected)
     return BurstRun(
-        variant, kube.rules, restore_ms, checks, len(corrected), spent, triggers, events
+        variant,
+        kube.rules,
+        statistics.median(took),
+        checks,
+        len(corrected),
+        spent,
+        triggers,
+        events,
+        repeats=repeat,
     )
 
 
@@ -978,18 +1006,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"bench-daemon: cannot run, missing: {', '.join(missing)}", file=sys.stderr)
         return FAILED
-    signal.signal(signal.SIGTERM, on_sigterm)
-    started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="efa-bench-daemon-") as tmp:
-            res = measure(settings, Path(tmp))
-    except (HarnessError, OSError) as e:
-        print(f"bench-daemon: FAILED: {e}", file=sys.stderr)
-        return FAILED
-    except KeyboardInterrupt:
-        print("bench-daemon: interrupted (daemons stopped, namespaces deleted)", file=sys.stderr)
-        return 130
-    elapsed = time.perf_counter() - started
+    done = guarded("bench-daemon", lambda tmp: measure(settings, tmp))
+    if isinstance(done, int):
+        return done
+    res, elapsed = done
     results = verdicts(res)
     if args.json:
         doc = {

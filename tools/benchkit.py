@@ -8,20 +8,28 @@ import dataclasses
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn, TypeVar
 
 from tools.harness import REPO, HarnessError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Collection, Sequence
     from types import FrameType
+
+Kind = Literal["nft", "legacy"]
+KINDS: tuple[Kind, ...] = ("nft", "legacy")
+
+T = TypeVar("T")
 
 OK = 0
 FAILED = 1
+INTERRUPTED = 130
 COMMAND_TIMEOUT = 120.0
 """Seconds any single command may take (loading 50k rules included)."""
 
@@ -49,9 +57,13 @@ class Verdict:
 
 
 def run_ok(
-    full: Sequence[str], *, capture: bool = True, stdin: str | None = None
+    full: Sequence[str],
+    *,
+    capture: bool = True,
+    stdin: str | None = None,
+    ok: Collection[int] = (0,),
 ) -> tuple[float, str]:
-    """Run ``full`` from the repo root; (wall ms, stdout).  A non-zero exit is a failure."""
+    """Run ``full`` from the repo root; (wall ms, stdout).  An exit status not in ``ok`` fails."""
     out = subprocess.PIPE if capture else subprocess.DEVNULL
     start = time.perf_counter()
     try:
@@ -70,7 +82,7 @@ def run_ok(
         msg = f"timed out after {COMMAND_TIMEOUT} s: {list(full)}"
         raise BenchError(msg) from None
     elapsed = (time.perf_counter() - start) * 1000.0
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         msg = (
             f"{' '.join(full)} exited {proc.returncode}\n"
             f"stdout: {(proc.stdout or '')[-2000:]}\nstderr: {(proc.stderr or '')[-2000:]}"
@@ -80,10 +92,33 @@ def run_ok(
 
 
 def ns_ok(
-    ns: str, argv: Sequence[str], *, capture: bool = True, stdin: str | None = None
+    ns: str,
+    argv: Sequence[str],
+    *,
+    capture: bool = True,
+    stdin: str | None = None,
+    ok: Collection[int] = (0,),
 ) -> tuple[float, str]:
     """:func:`run_ok` of ``ip netns exec NS *argv``."""
-    return run_ok(["ip", "netns", "exec", ns, *argv], capture=capture, stdin=stdin)
+    return run_ok(["ip", "netns", "exec", ns, *argv], capture=capture, stdin=stdin, ok=ok)
+
+
+def interleave(
+    jobs: Sequence[tuple[str, Callable[[], float]]], runs: int
+) -> dict[str, list[float]]:
+    """Time every job ``runs`` times, in rounds whose order rotates; one untimed warm-up each.
+
+    Slow drifts of a shared machine then hit every job alike: ratios of jobs from one call
+    compare like with like.
+    """
+    for _, one in jobs:
+        one()
+    out: dict[str, list[float]] = {name: [] for name, _ in jobs}
+    for i in range(runs):
+        k = i % len(jobs) if jobs else 0
+        for name, one in (*jobs[k:], *jobs[:k]):
+            out[name].append(one())
+    return out
 
 
 def progress(tool: str, message: str) -> None:
@@ -127,6 +162,21 @@ def seconds(text: str) -> float:
     raise argparse.ArgumentTypeError(msg)
 
 
+def kinds(text: str) -> list[Kind]:
+    """Comma-separated distinct iptables backends (an argparse type)."""
+    known: dict[str, Kind] = {k: k for k in KINDS}
+    out: list[Kind] = []
+    for v in (v.strip() for v in text.split(",") if v.strip()):
+        if v not in known:
+            msg = f"backend must be nft or legacy, got {v!r}"
+            raise argparse.ArgumentTypeError(msg)
+        out.append(known[v])
+    if not out or len(set(out)) != len(out):
+        msg = f"need distinct backends: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return out
+
+
 def header(head: str) -> list[str]:
     """A table's heading line, underlined."""
     return [head, "-" * len(head)]
@@ -136,3 +186,24 @@ def on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     """SIGTERM handler: unwind every ``with`` (daemons stopped, namespaces deleted)."""
     del frame
     raise SystemExit(128 + signum)
+
+
+def guarded(tool: str, work: Callable[[Path], T]) -> tuple[T, float] | int:
+    """Run ``work`` with a scratch directory, SIGTERM unwinding every ``with``.
+
+    Its result and the seconds it took; or, after saying why on stderr, the exit status:
+    :data:`FAILED` on a failure, :data:`INTERRUPTED` on Ctrl-C (daemons and namespaces are
+    gone either way, by the ``with`` blocks of ``work``).
+    """
+    signal.signal(signal.SIGTERM, on_sigterm)
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"efa-{tool}-") as tmp:
+            result = work(Path(tmp))
+    except (HarnessError, OSError) as e:
+        print(f"{tool}: FAILED: {e}", file=sys.stderr)  # noqa: T201 - the benchmarks' report
+        return FAILED
+    except KeyboardInterrupt:
+        print(f"{tool}: interrupted (daemons stopped, namespaces deleted)", file=sys.stderr)  # noqa: T201
+        return INTERRUPTED
+    return result, time.perf_counter() - started
