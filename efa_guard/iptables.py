@@ -132,10 +132,10 @@ class Iptables(Tools):
     def _owned(self, requests: list[Key]) -> list[str | None]:
         """The policy's chains: on nft with a cache (the daemon), from states seen before.
 
-        The chains' fingerprints (nftdump) are read in-process; when every one was seen
-        before, its listing is what iptables printed then. On a miss, the full read that
-        follows is remembered if it saw the generation the fingerprints were taken at (so
-        listing and fingerprint describe one state).
+        The chains' fingerprints (nftdump) are read in-process; a chain whose fingerprint was
+        seen before is what iptables printed then, and only the others are listed. Those
+        listings belong to the fingerprints' snapshot when the ruleset generation did not
+        move in between (else everything is listed afresh); then they are remembered.
         """
         cache = self.cache
         seen = None
@@ -144,18 +144,18 @@ class Iptables(Tools):
         if not isinstance(cache, ListingCache) or seen is None:
             return self.list_many(requests)
         generation_seen, digests = seen
-        hit = cache.lookup(digests)
-        if hit is not None:
-            self._reads.last = generation_seen
-            for key in requests:
-                self.unprintable.pop(key, None)  # a cached listing is one iptables printed
-            return [hit[r] for r in requests]
-        listings = self.list_many(requests)
-        if self._reads.last == generation_seen:
-            for key, listing in zip(requests, listings, strict=True):
-                if key not in self.unprintable:
-                    cache.learn(key, digests[key], listing)
-        return listings
+        known = cache.known(digests)
+        missing = [k for k in requests if k not in known]
+        fresh = dict(zip(missing, self.list_many(missing), strict=True)) if missing else {}
+        if missing and self._reads.last != generation_seen:
+            return self.list_many(requests)  # a commit since the fingerprints: one snapshot
+        self._reads.last = generation_seen
+        for key in known:
+            self.unprintable.pop(key, None)  # a cached listing is one iptables printed
+        for key in missing:
+            if key not in self.unprintable:
+                cache.learn(key, digests[key], fresh[key])
+        return [known[k] if k in known else fresh[k] for k in requests]
 
     def mark(self) -> Mark | None:
         """nft: the generation the last read saw, and our commits then; legacy: None."""

@@ -134,16 +134,17 @@ class ListingCache:
         seen.move_to_end(fingerprint)
         return seen[fingerprint]
 
-    def lookup(self, digests: dict[Key, str]) -> dict[Key, str | None] | None:
-        """Every chain's listing when all are known, else None (a miss: read them)."""
+    def known(self, digests: dict[Key, str]) -> dict[Key, str | None]:
+        """The listings of the chains whose state was seen before (None: a missing chain)."""
         out: dict[Key, str | None] = {}
         for key, fingerprint in digests.items():
             listing = self.get(key, fingerprint)
-            if listing is _UNKNOWN:
-                self.misses += 1
-                return None
-            out[key] = listing if isinstance(listing, str) else None
-        self.hits += 1
+            if listing is not _UNKNOWN:
+                out[key] = listing if isinstance(listing, str) else None
+        if len(out) == len(digests):
+            self.hits += 1
+        else:
+            self.misses += 1
         return out
 
     def learn(self, key: Key, fingerprint: str, listing: str | None) -> None:
