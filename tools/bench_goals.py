@@ -386,7 +386,9 @@ def nft_goals(run: daemons.NftRun, keys: tuple[str, str]) -> list[Goal]:
         ),
         (
             f"floor = event {statistics.median(run.floor.delivery):.2f} + restore "
-            f"{statistics.median(run.floor.restore):.2f} ms"
+            f"{statistics.median(run.floor.restore):.2f} ms, started at the tamper's commit "
+            "event (the same restore on a quiet ruleset: "
+            f"{statistics.median(run.floor.quiet or (0.0,)):.2f} ms)"
         ),
     ]
     ext = Latency.of([x.external_ms for x in run.samples])

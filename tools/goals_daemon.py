@@ -360,8 +360,9 @@ class Floor:
     """The floor's parts, in ms, from the child's runs (before and after the series)."""
 
     delivery: tuple[float, ...]
-    restore: tuple[float, ...]
+    restore: tuple[float, ...]  # started the moment a tamper's commit event arrived
     retries: int
+    quiet: tuple[float, ...] = ()  # the same restore on a ruleset no commit is finishing
 
     @property
     def ms(self) -> float:
@@ -373,6 +374,7 @@ class Floor:
             self.delivery + other.delivery,
             self.restore + other.restore,
             self.retries + other.retries,
+            self.quiet + other.quiet,
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -396,6 +398,7 @@ def measure_floor(ns: str, config: Path, runs: int) -> Floor:
             tuple(float(x) for x in data["delivery_ms"]),
             tuple(float(x) for x in data["restore_ms"]),
             int(data["restore_retries"]),
+            tuple(float(x) for x in data["restore_quiet_ms"]),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise BenchError(f"--child-floor printed {out[:500]!r}: {e}") from None

@@ -45,6 +45,9 @@ from tools.harness import REPO, HarnessError, stop_process
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from efa_guard.iptables import Iptables
+    from efa_guard.plan import Transaction
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NEWTABLE = NFNL_SUBSYS_NFTABLES << 8 | 0
@@ -277,7 +280,6 @@ def measure_floor(config: Path, runs: int) -> dict[str, object]:
     """The floor's two parts, ``runs`` times each, inside this namespace (a JSON-ready dict)."""
     from efa_guard.config import load  # noqa: PLC0415 - child mode only
     from efa_guard.enforce import inspect  # noqa: PLC0415
-    from efa_guard.errors import ConcurrentChangeError  # noqa: PLC0415
     from efa_guard.iptables import Iptables  # noqa: PLC0415
     from efa_guard.sources.nft import subscribe  # noqa: PLC0415
 
@@ -297,18 +299,53 @@ def measure_floor(config: Path, runs: int) -> dict[str, object]:
     listener = Listener(sock)
     try:
         delivered = delivery(listener, runs)
+        subprocess.run(flush, check=True, capture_output=True)
+        txns = inspect(ipt, policy).transactions()
+        if not txns:
+            msg = f"flushing {chain.table}/{chain.name} left nothing to restore"
+            raise HarnessError(msg)
+        restored, retries = _restores(ipt, txns, flush, runs, listener=None)
+        # The daemon restores the moment the tamper's commit reaches it: the kernel may still
+        # be finishing that commit (the tamper's process has not even exited). Measured so.
+        after_commit, more = _restores(ipt, txns, flush, runs, listener=listener)
+        retries += more
         overflows = listener.overflows
     finally:
         listener.close()
-    subprocess.run(flush, check=True, capture_output=True)
-    txns = inspect(ipt, policy).transactions()
-    if not txns:
-        msg = f"flushing {chain.table}/{chain.name} left nothing to restore"
+    if not inspect(ipt, cfg.policy).in_sync:
+        msg = "the policy is not in place after the floor's restores"
         raise HarnessError(msg)
-    restored: list[float] = []
+    return {
+        "delivery_ms": delivered,
+        "restore_ms": after_commit,
+        "restore_quiet_ms": restored,
+        "restore_retries": retries,
+        "overflows": overflows,
+        "transactions": [t.text for t in txns],
+    }
+
+
+def _restores(
+    ipt: Iptables,
+    txns: Sequence[Transaction],
+    flush: list[str],
+    runs: int,
+    *,
+    listener: Listener | None,
+) -> tuple[list[float], int]:
+    """Each restore's ms after a flush; with `listener`, started at the flush's commit event."""
+    from efa_guard.errors import ConcurrentChangeError  # noqa: PLC0415 - child mode only
+
+    out: list[float] = []
     retries = 0
     for _ in range(runs):
-        subprocess.run(flush, check=True, capture_output=True)
+        if listener is None:
+            subprocess.run(flush, check=True, capture_output=True)
+            tamper = None
+        else:
+            mark = listener.mark()
+            tamper = subprocess.Popen(flush, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            listener.wait_pid(tamper.pid, after=mark, timeout=WAIT)
         for attempt in range(1, RESTORE_ATTEMPTS + 1):
             start = time.monotonic()
             try:
@@ -319,18 +356,12 @@ def measure_floor(config: Path, runs: int) -> dict[str, object]:
                 if attempt == RESTORE_ATTEMPTS:
                     raise
                 continue
-            restored.append((time.monotonic() - start) * 1000.0)
+            out.append((time.monotonic() - start) * 1000.0)
             break
-    if not inspect(ipt, cfg.policy).in_sync:
-        msg = "the policy is not in place after the floor's restores"
-        raise HarnessError(msg)
-    return {
-        "delivery_ms": delivered,
-        "restore_ms": restored,
-        "restore_retries": retries,
-        "overflows": overflows,
-        "transactions": [t.text for t in txns],
-    }
+        if tamper is not None and tamper.wait(timeout=WAIT) != 0:
+            msg = f"{flush} exited {tamper.returncode}"
+            raise HarnessError(msg)
+    return out, retries
 
 
 # -- child mode: every commit ----------------------------------------------------------------
