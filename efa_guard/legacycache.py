@@ -16,6 +16,7 @@ import ctypes
 import os
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ Memo = dict[Key, str | None]
 Group = tuple[str, str, tuple[str, ...]]  # (family, table, chains)
 XTABLES_LOCK = Path("/run/xtables.lock")
 _KEEP = 64  # chain sets remembered; the daemon asks for a handful
+_STATES = 8  # states kept per chain set: the policy in place, the tampered states of a fight
 _IN_CLOSE = 0x08 | 0x10  # IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
 _IN_GONE = 0x400 | 0x800 | 0x8000  # IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
 _IN_Q_OVERFLOW = 0x4000
@@ -93,13 +95,17 @@ Fingerprint = Callable[[str, str, Sequence[str]], bytes | None]
 
 @dataclass
 class LegacyCache:
-    """Listings of the daemon's last full reads, each with its state's fingerprint."""
+    """Listings of the daemon's recent full reads, each with its state's fingerprint.
+
+    A few states per chain set (the newest `_STATES`): in a fight the tampered state and the
+    policy in place alternate, and each is then answered without a process.
+    """
 
     fingerprint: Fingerprint = legacyblob.fingerprint
     closes: Callable[[], int | None] = field(default_factory=lambda: LockCloses().count)
     hits: int = 0  # groups answered from the cache
     kept: int = 0  # full reads kept
-    _groups: dict[Group, tuple[bytes, Memo]] = field(default_factory=dict, repr=False)
+    _groups: dict[Group, OrderedDict[bytes, Memo]] = field(default_factory=dict, repr=False)
     _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def read(self, requests: Sequence[Key], full: Callable[[list[Key]], Memo]) -> Memo:
@@ -113,10 +119,9 @@ class LegacyCache:
         for (family, table), chains in groups.items():
             group = (family, table, tuple(sorted(chains)))
             now = self._fingerprint(group)
-            with self._mutex:
-                kept = self._groups.get(group)
-            if now is not None and kept is not None and kept[0] == now:
-                out.update(kept[1])
+            kept = self._kept(group, now)
+            if kept is not None:
+                out.update(kept)
                 self.hits += 1
             else:
                 todo[group] = now
@@ -131,12 +136,31 @@ class LegacyCache:
             for group, before in todo.items():
                 if before is None or after.get(group) != before:
                     continue
-                if len(self._groups) >= _KEEP:
-                    del self._groups[next(iter(self._groups))]
                 f, t, names = group
-                self._groups[group] = (before, {(f, t, c): fresh.get((f, t, c)) for c in names})
-                self.kept += 1
+                self._keep(group, before, {(f, t, c): fresh.get((f, t, c)) for c in names})
         return out
+
+    def _kept(self, group: Group, now: bytes | None) -> Memo | None:
+        """The listings kept for this state of the group, if any."""
+        if now is None:
+            return None
+        with self._mutex:
+            states = self._groups.get(group)
+            kept = states.get(now) if states is not None else None
+            if kept is not None and states is not None:
+                states.move_to_end(now)
+        return kept
+
+    def _keep(self, group: Group, state: bytes, listings: Memo) -> None:
+        """Remember a full read's listings under its state (the caller holds the mutex)."""
+        if group not in self._groups and len(self._groups) >= _KEEP:
+            del self._groups[next(iter(self._groups))]
+        states = self._groups.setdefault(group, OrderedDict())
+        states[state] = listings
+        states.move_to_end(state)
+        while len(states) > _STATES:
+            states.popitem(last=False)
+        self.kept += 1
 
     def _fingerprint(self, group: Group) -> bytes | None:
         try:

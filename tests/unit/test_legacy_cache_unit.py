@@ -149,3 +149,21 @@ def test_another_set_of_chains_is_its_own_entry() -> None:
     cache.read([F_OWN, F_HOOK], kernel.full)
     cache.read([F_HOOK], kernel.full)
     assert kernel.reads == [[F_OWN, F_HOOK], [F_HOOK]]
+
+
+def test_a_fight_alternating_two_states_reads_each_only_once() -> None:
+    """States are kept by content: the tampered state and the policy, each read fully once."""
+    kernel = Kernel()
+
+    def by_content(family: str, table: str, chains: Sequence[str]) -> bytes:
+        return repr([kernel.listings[(family, table, c)] for c in sorted(chains)]).encode()
+
+    cache = LegacyCache(fingerprint=by_content, closes=lambda: kernel.lock_closes)
+    policy, tampered = "-N EFA_INPUT\n-A EFA_INPUT -j DROP\n", "-N EFA_INPUT\n"
+    seen = []
+    for _ in range(3):
+        for text in (tampered, policy):
+            kernel.write(F_OWN, text)
+            seen.append(cache.read([F_OWN, F_HOOK], kernel.full)[F_OWN])
+    assert seen == [tampered, policy] * 3
+    assert len(kernel.reads) == 2  # one full read per state, then fingerprints only
