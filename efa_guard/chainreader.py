@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from efa_guard import nftdump
+from efa_guard import legacyblob, nftdump
 from efa_guard.iptables import Iptables
 from efa_guard.reach import Fetch, NotEvaluatedError
 
@@ -28,6 +28,8 @@ Key = tuple[str, str, str]  # (family, table, chain)
 # about 10k rules a second, so it could not be read in time; counting its first rules over
 # netlink (nftdump) takes about a millisecond, where starting the read costs the budget.
 TOO_BIG = 500
+LEGACY_RULE_BYTES = 256  # bytes a legacy rule takes: 152 bare, ~450 as kube-proxy writes REJECTs
+_BUILTIN = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 _REAP = 1.0  # seconds to wait for an ended read to be collected
 
 
@@ -60,7 +62,7 @@ class ChainReader:
         memo = self.ipt.memo
         if self.deadline is None or (memo is not None and key in memo):
             return self.ipt.list_many([key])[0]
-        if self.ipt.kind == "nft" and nftdump.holds_more_than(key, TOO_BIG) is True:
+        if _too_big(self.ipt, key):
             family, table, chain = key
             msg = (
                 f"{family} {table}/{chain} holds more than {TOO_BIG} rules: too many to read "
@@ -91,6 +93,21 @@ class ChainReader:
         if error:
             raise error[0]
         return result[0]
+
+
+def _too_big(ipt: Iptables, key: Key) -> bool:
+    """Whether a foreign chain is known to be too long to read within a budget.
+
+    nft: its first TOO_BIG + 1 rules counted over netlink. legacy (the daemon's survey, whose
+    reads copy no whole table into a memo): its entries' bytes in one in-process copy of the
+    table, against TOO_BIG rules of LEGACY_RULE_BYTES (so 280 to 840 rules, by their size).
+    """
+    if ipt.kind == "nft":
+        return nftdump.holds_more_than(key, TOO_BIG) is True
+    if ipt.memo is not None:  # `check`: a table read once is read whole, never probed
+        return False
+    span = legacyblob.chain_span(*key) if key[2] not in _BUILTIN else None
+    return span is not None and span > TOO_BIG * LEGACY_RULE_BYTES
 
 
 def _end_children(thread_id: int | None) -> None:

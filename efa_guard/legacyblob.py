@@ -207,6 +207,26 @@ def chain_bytes(blob: Blob, chain: str, heads: dict[bytes, int]) -> bytes:
     return _chain(blob, head, None, heads)
 
 
+def chain_span(family: str, table: str, chain: str) -> int | None:
+    """Bytes a user chain's entries take in the table (its head to the next), now.
+
+    None when the table or the chain cannot be read or trusted. One copy of the table: ~30 ms
+    at 50k rules, against the ~23 MB of text `iptables-legacy -S` would print and the walk.
+    """
+    try:
+        blob = read_blob(family, table)
+        head = user_chain(blob, chain)
+        if head is None:
+            return None
+        pattern = _TARGET.pack(_ERROR, b"ERROR", 0)
+        hit = blob.entries.find(pattern, head + blob.layout.entry + 1)
+        if hit < 0:
+            return None
+        return hit - blob.layout.entry - head
+    except (OSError, DoubtError, struct.error, ValueError, KeyError):
+        return None
+
+
 def fingerprint(family: str, table: str, chains: Sequence[str]) -> bytes | None:
     """SHA-256 over these chains of one table, now; None when it cannot be trusted."""
     try:
