@@ -126,7 +126,7 @@ class Iptables(Tools):
 
     def _read_legacy(self, keys: list[Key]) -> Memo:
         memo: Memo = {}
-        iptables_read.read_legacy(self, memo, keys, MemoReads())
+        iptables_read.read_legacy(self, memo, keys, MemoReads(), lean=True)
         return memo
 
     def _owned(self, requests: list[Key]) -> list[str | None]:

@@ -156,14 +156,17 @@ def _nft_chain(
     return parsed.listing()
 
 
-def read_legacy(tools: Tools, memo: Memo, requests: Sequence[Key], seen: MemoReads) -> None:
+def read_legacy(
+    tools: Tools, memo: Memo, requests: Sequence[Key], seen: MemoReads, *, lean: bool = False
+) -> None:
     """Each process reads one table in one consistent copy; never a table twice per batch.
 
     Two or more chains of a table, or a table this memo already read a chain of: one
     `iptables-legacy-save -t TABLE`, every chain taken from it (later requests are free).
     A single chain: `-S CHAIN`, which copies the table too but prints only that chain
     (measured at 50k rules: the save of kube-proxy's nat table and parsing it cost more
-    than the -S of KUBE-NODEPORTS the check needs).
+    than the -S of KUBE-NODEPORTS the check needs). `lean` (the daemon): from a save, only
+    the requested chains are kept (and the table is not marked read whole).
     """
     if seen.of is not memo:
         seen.of, seen.whole, seen.part = memo, set(), set()
@@ -190,12 +193,14 @@ def read_legacy(tools: Tools, memo: Memo, requests: Sequence[Key], seen: MemoRea
             part.add(key[:2])
         else:
             family, table = key[0], key[1]
+            wanted = {c for f, t, c in requests if (f, t) == (family, table)} if lean else None
             try:
-                chains = save_listings(stdout, table)
+                chains = save_listings(stdout, table, wanted)
             except ParseError as e:
-                raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e
+                raise ReadCommandError(argv, rc, stdout[-2000:], f"{err} {e}".strip()) from e
             memo.update({(family, table, c): text for c, text in chains.items()})
-            whole.add((family, table))
+            if not lean:
+                whole.add((family, table))
 
 
 def nft_tables(tools: Tools) -> frozenset[tuple[str, str]] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+from collections.abc import Collection
 from itertools import groupby
 
 from efa_guard.policy import Chain
@@ -73,13 +74,17 @@ def observe(
     )
 
 
-def save_listings(text: str, table: str) -> dict[str, str]:
+def save_listings(text: str, table: str, only: Collection[str] | None = None) -> dict[str, str]:
     """`iptables-save -t TABLE` text -> every chain's listing as `iptables -S CHAIN` prints it.
 
     A legacy table is copied from the kernel in one step: all chains read from one save are
     one consistent state. Output without the table's header or COMMIT is not trusted. Built
     for 50k-rule tables: a chain's rules are one block (iptables-save prints chain by chain).
+    With `only`, just those chains, found by string search: no object per line of a 50k-rule
+    table is made (the daemon's memory stays flat).
     """
+    if only is not None:
+        return _some_listings(text, table, only)
     lines = text.split("\n")
     try:
         start = lines.index(f"*{table}")
@@ -106,6 +111,38 @@ def save_listings(text: str, table: str) -> dict[str, str]:
             raise ParseError(msg)
         bucket.extend(group)  # noqa: B031 - used once: the branch above raises
     return {name: "\n".join(listing) + "\n" for name, listing in chains.items()}
+
+
+def _some_listings(text: str, table: str, only: Collection[str]) -> dict[str, str]:
+    head = f"*{table}\n"
+    at = text.find(f"\n{head}")
+    start = 0 if text.startswith(head) else (at + 1 if at >= 0 else -1)
+    end = text.find("\nCOMMIT\n", max(start, 0))
+    if start < 0 or end < 0:
+        msg = f"iptables-save printed no complete table {table} (empty or cut short)"
+        raise ParseError(msg)
+    pos, declared = start + len(head), {}
+    while text.startswith(":", pos):
+        stop = text.find("\n", pos)
+        name, policy, *_ = [*text[pos + 1 : stop].split(" ", 2), ""]
+        declared[name] = f"-N {name}" if policy == "-" else f"-P {name} {policy}"
+        pos = stop + 1
+    out: dict[str, str] = {}
+    for name in only:
+        if name not in declared:
+            continue
+        needle = f"\n-A {name} "
+        first = text.find(needle, pos - 1, end)
+        if first < 0:
+            out[name] = declared[name] + "\n"
+            continue
+        stop = text.find("\n", text.rfind(needle, first, end) + 1)
+        block = text[first + 1 : stop]
+        if block.count("\n") != block.count(needle):  # a chain's rules are one block
+            msg = f"iptables-save printed the rules of {name} in table {table} apart"
+            raise ParseError(msg)
+        out[name] = f"{declared[name]}\n{block}\n"
+    return out
 
 
 def _rule_chain(line: str) -> str:

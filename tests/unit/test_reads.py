@@ -45,6 +45,33 @@ def test_save_that_cannot_be_trusted_raises(text: str) -> None:
         save_listings(text, "filter")
 
 
+def test_only_some_chains_read_like_all() -> None:
+    """With `only`, the chains asked for come out exactly as from the whole parse."""
+    every = save_listings(SAVE, "filter")
+    some = save_listings(SAVE, "filter", only={"INPUT", "EFA_INPUT", "FORWARD", "NOPE"})
+    assert some == {k: every[k] for k in ("INPUT", "EFA_INPUT", "FORWARD")}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "# only a comment\n", SAVE.replace("COMMIT\n", ""), SAVE.replace("*filter", "*raw")],
+    ids=["empty", "comment", "no-commit", "other-table"],
+)
+def test_only_some_chains_of_a_save_that_cannot_be_trusted_raises(text: str) -> None:
+    """The lean parse refuses what the whole one refuses: no header or no COMMIT."""
+    with pytest.raises(ParseError):
+        save_listings(text, "filter", only={"INPUT"})
+
+
+def test_only_a_chain_printed_in_two_blocks_raises() -> None:
+    """A chain whose rules are not one block is an error, never a listing missing rules."""
+    text = SAVE.replace("-A INPUT -i lo -j ACCEPT\n", "").replace(
+        "COMMIT", "-A INPUT -i lo -j ACCEPT\nCOMMIT"
+    )
+    with pytest.raises(ParseError, match="apart"):
+        save_listings(text, "filter", only={"INPUT"})
+
+
 def test_save_rule_of_undeclared_chain_raises() -> None:
     """A rule of a chain the save never declared is not silently dropped."""
     with pytest.raises(ParseError, match="undeclared chain NOPE"):
