@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import queue
 import socket
@@ -26,6 +28,7 @@ from efa_guard.notify import Notifier
 from efa_guard.rundir import clear_backend, write_backend
 from efa_guard.sources import Source, start_sources, stop_sources
 
+_M_MMAP_THRESHOLD = -3  # mallopt(3)
 EXIT_NOT_CONFIGURED = 6  # LSB: no usable config at all; a restart cannot help
 
 
@@ -45,8 +48,20 @@ def load_or_fallback(path: Path) -> tuple[configmod.Config, Status, ConfigError 
         return found.config, Status(source=found.source, rejected=rejected), e
 
 
+def _return_big_buffers() -> None:
+    """Have glibc give buffers of 1 MiB and more back to the kernel when they are freed.
+
+    Its default threshold rises each time such a buffer is freed, after which a legacy table's
+    copy or a save's text (tens of MB at 50k rules) stays in the heap for good: measured, the
+    daemon's RSS grew by ~50 MB at the first check of a 50k-rule table.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+
+
 def run(path: Path, log: Logger) -> int:
     """Run until SIGTERM/SIGINT; the policy stays in place on exit."""
+    _return_big_buffers()
     try:
         cfg, status, broken = load_or_fallback(path)
     except ConfigError as e:
