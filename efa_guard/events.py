@@ -65,22 +65,18 @@ def label(events: list[Event]) -> Trigger:
 
 def families(events: list[Event]) -> frozenset[str] | None:
     """The families a burst concerns, or None when any event may concern all of them."""
-    out: set[str] = set()
-    for e in events:
-        if e.families is None:
-            return None
-        out |= e.families
-    return frozenset(out)
+    return _union([e.families for e in events])
 
 
 def tables(events: list[Event]) -> frozenset[str] | None:
     """The tables a burst concerns, or None when any event may concern all of them."""
-    out: set[str] = set()
-    for e in events:
-        if e.tables is None:
-            return None
-        out |= e.tables
-    return frozenset(out)
+    return _union([e.tables for e in events])
+
+
+def _union(sets: list[frozenset[str] | None]) -> frozenset[str] | None:
+    if any(s is None for s in sets):
+        return None
+    return frozenset().union(*(s for s in sets if s is not None))
 
 
 def culprit(events: list[Event]) -> Event | None:

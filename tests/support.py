@@ -59,3 +59,23 @@ class Guard:
     def python(self, code: str) -> str:
         """Run Python code in the guard namespace with efa_guard importable; return stdout."""
         return self.box.run([sys.executable, "-c", code]).stdout
+
+
+# Two states of EFA_INPUT and the INPUT jump, each written in one iptables-restore.
+STATES = {
+    "a": "-A EFA_INPUT -p tcp -m tcp --dport 1111 -j DROP\n-F INPUT\n"
+    "-A INPUT -j EFA_INPUT\n-A INPUT -s 10.1.1.1/32 -j ACCEPT\n",
+    "b": "-A EFA_INPUT -p tcp -m tcp --dport 2222 -j DROP\n-F INPUT\n"
+    "-A INPUT -s 10.2.2.2/32 -j ACCEPT\n-A INPUT -j EFA_INPUT\n",
+}
+WRITER = """
+import signal, subprocess, sys, time
+texts = [f"*filter\\n:EFA_INPUT - [0:0]\\n{s}COMMIT\\n" for s in sys.argv[2:]]
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+print("started", flush=True)
+while not stop:
+    for text in texts:
+        subprocess.run([sys.argv[1], "--noflush"], input=text, text=True, check=True)
+        time.sleep(0.002)
+"""

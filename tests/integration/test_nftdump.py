@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import Guard
+from support import STATES, WRITER, Guard
 
 from tools.harness import write_config
 from tools.sandbox import Sandbox
@@ -82,23 +82,6 @@ def test_a_missing_chain_is_told_apart_from_an_empty_one(nft: Guard) -> None:
     assert _prints(nft)[0] == "missing" != empty
 
 
-STATES = {
-    "a": "-A EFA_INPUT -p tcp -m tcp --dport 1111 -j DROP\n-F INPUT\n"
-    "-A INPUT -j EFA_INPUT\n-A INPUT -s 10.1.1.1/32 -j ACCEPT\n",
-    "b": "-A EFA_INPUT -p tcp -m tcp --dport 2222 -j DROP\n-F INPUT\n"
-    "-A INPUT -s 10.2.2.2/32 -j ACCEPT\n-A INPUT -j EFA_INPUT\n",
-}
-WRITER = """
-import signal, subprocess, sys, time
-texts = [f"*filter\\n:EFA_INPUT - [0:0]\\n{s}COMMIT\\n" for s in sys.argv[1:]]
-stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-print("started", flush=True)
-while not stop:
-    for text in texts:
-        subprocess.run(["iptables-nft-restore", "--noflush"], input=text, text=True, check=True)
-        time.sleep(0.002)
-"""
 CACHED = """
 import json, sys
 from pathlib import Path
@@ -130,7 +113,9 @@ def test_cached_reads_racing_a_writer_see_only_written_states(nft: Guard) -> Non
     """With the listing cache, reads racing a writer of two states see only those two."""
     ns = ["ip", "netns", "exec", nft.box.guard]
     writer = subprocess.Popen(
-        [*ns, sys.executable, "-c", WRITER, *STATES.values()], stdout=subprocess.PIPE, text=True
+        [*ns, sys.executable, "-c", WRITER, "iptables-nft-restore", *STATES.values()],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert writer.stdout is not None
