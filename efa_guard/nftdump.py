@@ -62,14 +62,12 @@ def _chain(sock: socket.socket, key: Key) -> bytes | None:
     raise netlink.DumpError(0, "no reply to NFT_MSG_GETCHAIN")
 
 
-def _rules(sock: socket.socket, key: Key, digest: hashlib._Hash) -> int:
-    """Feed the chain's rules, as iptables would see them, to `digest`; return how many."""
+def _rules(sock: socket.socket, key: Key, digest: hashlib._Hash) -> None:
+    """Feed the chain's rules, as iptables would see them, to `digest`."""
     family, table, chain = key
     flags = netlink.NLM_F_DUMP
     request = _request(_GETRULE, _FAMILIES[family], flags, _names(table, chain, _RULE_CHAIN))
-    count = 0
     for data, (_kind, _flags, _seq, _pid, start, end) in netlink.dump(sock, request):
-        count += 1
         digest.update(b"R")
         for kind, lo, hi in netlink.attrs(data, start + _NFGENMSG.size, end):
             if kind in _RULE_SKIP:
@@ -82,7 +80,6 @@ def _rules(sock: socket.socket, key: Key, digest: hashlib._Hash) -> int:
                 if first is not None and first[0] == _EXPR_NAME and first[1] == _COUNTER:
                     continue  # packet and byte counts: never in a listing
                 digest.update(struct.pack("=I", ehi - elo) + data[elo:ehi])
-    return count
 
 
 def _generation(sock: socket.socket) -> int:

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from support import Guard
+from support import Guard, wait_for
 
 from tools.harness import edit_config
 from tools.runner import Daemon
-
-
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 15.0) -> object:
-    """Poll until predicate() is truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 class GuardDaemon(Daemon):

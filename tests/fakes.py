@@ -19,6 +19,17 @@ from efa_guard.render import desired_states
 from efa_guard.state import ChainState
 
 DEFAULT_TOML = Path(__file__).parents[1] / "config" / "efa-guard.toml"
+# The smallest valid config: one chain, one rule.
+MINIMAL_TOML = """
+interface = "eth0"
+[[chain]]
+name = "EFA_INPUT"
+table = "filter"
+hook = "INPUT"
+[[chain.rule]]
+protocol = "tcp"
+ports = [3306]
+"""
 
 
 def default_config(path: Path | None = None) -> Config:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
+import support
 from support import need
 
 from tools.harness import REPO
@@ -28,13 +28,8 @@ def deb() -> Path:
 
 
 def wait_for(what: str, predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    """Poll until predicate() is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    """support.wait_for at a container's pace: 30 s, every 0.2 s."""
+    support.wait_for(what, predicate, timeout, every=0.2)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,27 @@ from tools.harness import efa_argv, ruleset
 from tools.sandbox import Sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def wait_for(
+    what: str,
+    predicate: Callable[[], object],
+    timeout: float = 15.0,
+    every: float = 0.05,
+    seen: Callable[[], object] | None = None,
+) -> object:
+    """Poll every `every` s until predicate() is truthy and return its value.
+
+    On timeout fail naming `what`, and what `seen()` returns then (the state that was seen).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    shown = f"; seen: {seen()}" if seen is not None else ""
+    pytest.fail(f"timed out after {timeout} s waiting for {what}{shown}")
 
 
 def need(condition: bool, reason: str) -> None:

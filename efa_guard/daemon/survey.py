@@ -34,7 +34,8 @@ class ExposureWatch:
     exposed: dict[str, str] | None = None  # name -> reason, of the last survey
     background: bool = False
     _surveyed: tuple[float, frozenset[object]] | None = field(default=None, repr=False)
-    _worker: list[Config | None] = field(default_factory=list, repr=False)  # [queued] if busy
+    _busy: bool = field(default=False, repr=False)  # a background survey runs
+    _queued: Config | None = field(default=None, repr=False)  # to survey once it is over
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def rules_changed(self) -> None:
@@ -62,10 +63,10 @@ class ExposureWatch:
     def _start(self, config: Config) -> None:
         """Survey in the worker thread; a request while it runs is queued (the newest wins)."""
         with self._lock:
-            if self._worker:
-                self._worker[0] = config
+            if self._busy:
+                self._queued = config
                 return
-            self._worker.append(None)
+            self._busy = True
         threading.Thread(target=self._work, args=(config,), name="survey", daemon=True).start()
 
     def _work(self, config: Config) -> None:
@@ -75,14 +76,13 @@ class ExposureWatch:
                 self.survey(config, ipt=ipt, budget=DAEMON_BUDGET)
             except BaseException:  # survey() logs its failures; this is the last resort
                 with self._lock:
-                    self._worker.clear()
+                    self._busy, self._queued = False, None
                 raise
             with self._lock:
-                queued = self._worker[0]
-                if queued is None:
-                    self._worker.clear()
+                if self._queued is None:
+                    self._busy = False
                     return
-                config, self._worker[0] = queued, None
+                config, self._queued = self._queued, None
 
     def survey(
         self, config: Config, *, ipt: Iptables | None = None, budget: float | None = None

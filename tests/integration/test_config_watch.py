@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from daemons import wait_for
-from support import Guard
+from support import Guard, wait_for
 
 from tools.harness import journal_entries, write_config
 from tools.sandbox import Sandbox

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from daemons import GuardDaemon, daemon_config, launch, wait_for
-from support import Guard
+from daemons import GuardDaemon, daemon_config, launch
+from support import Guard, wait_for
 
 from efa_guard.catalog import MESSAGE_IDS
 

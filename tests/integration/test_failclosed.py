@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import GuardDaemon, daemon_config, launch, wait_for
-from support import Guard
+from daemons import GuardDaemon, daemon_config, launch
+from support import Guard, wait_for
 
 from tools.harness import write_config
 

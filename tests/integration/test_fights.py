@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemons import GuardDaemon, daemon_config, launch, wait_for
-from support import Guard
+from daemons import GuardDaemon, daemon_config, launch
+from support import Guard, wait_for
 
 from tools.fightkit import SAMPLER, WRITER
 

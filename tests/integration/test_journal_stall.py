@@ -11,11 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import need
+from support import need, wait_for
 
 from efa_guard.journal import journal_fields
 from efa_guard.journal_writer import JournalWriter
@@ -33,20 +33,6 @@ def jd() -> Iterator[PrivateJournald]:
     need(EXE.exists(), "systemd-journald is not installed")
     with private_journald() as j:
         yield j
-
-
-def wait_for(
-    what: str,
-    predicate: Callable[[], object],
-    timeout: float = 15.0,
-    seen: Callable[[], object] = lambda: None,
-) -> None:
-    """Poll until predicate() is truthy; fail naming `what` (and what `seen` returns)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; seen: {seen()}")
-        time.sleep(0.02)
 
 
 def test_an_entry_larger_than_a_datagram_arrives(jd: PrivateJournald) -> None:

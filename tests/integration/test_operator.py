@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemons import GuardDaemon, daemon_config, launch, wait_for
-from support import Guard
+from daemons import GuardDaemon, daemon_config, launch
+from support import Guard, wait_for
 
 pytestmark = pytest.mark.usefixtures("journald")
 LOG_RULE = ("-I", "INPUT", "1", "-i", "eth0", "-j", "LOG", "--log-prefix", "dbg:")

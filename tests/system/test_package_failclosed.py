@@ -252,6 +252,17 @@ def test_upgrade_with_a_broken_file_keeps_the_last_known_good(
     wait_for("check OK", lambda: check(box).returncode == 0, timeout=15)
 
 
+def _fails_once_with_6(box: Container) -> str:
+    """Start the unit: it fails with exit 6 and systemd does not restart it; its status text."""
+    start = box.run(["systemctl", "start", "efa-guard"], check=False)
+    assert start.returncode != 0
+    time.sleep(3)  # RestartSec=1s: a restart would have happened by now
+    assert prop(box, "efa-guard", "ExecMainStatus") == "6"
+    assert prop(box, "efa-guard", "NRestarts") == "0"
+    assert prop(box, "efa-guard", "ActiveState") == "failed"
+    return box.run(["systemctl", "status", "--no-pager", "efa-guard"], check=False).stdout
+
+
 def test_no_iptables_exits_6_without_restarting(box: Container) -> None:
     """Without the iptables binaries the unit fails once with 6/NOTCONFIGURED; no restart loop."""
     box.run(["systemctl", "stop", "efa-guard"])
@@ -259,14 +270,8 @@ def test_no_iptables_exits_6_without_restarting(box: Container) -> None:
     box.run(["mkdir", "-p", "/root/aside"])
     box.run(["mv", *tools, "/root/aside/"])
     try:
-        start = box.run(["systemctl", "start", "efa-guard"], check=False)
-        assert start.returncode != 0
-        time.sleep(3)  # RestartSec=1s: a restart would have happened by now
-        assert prop(box, "efa-guard", "ExecMainStatus") == "6"
-        assert prop(box, "efa-guard", "NRestarts") == "0"
-        assert prop(box, "efa-guard", "ActiveState") == "failed"
-        shown = box.run(["systemctl", "status", "--no-pager", "efa-guard"], check=False)
-        assert "cannot start: iptables-nft not found" in shown.stdout, shown.stdout
+        shown = _fails_once_with_6(box)
+        assert "cannot start: iptables-nft not found" in shown, shown
     finally:
         box.run(["sh", "-c", "mv /root/aside/* /usr/sbin/"])
     box.run(["systemctl", "start", "efa-guard"])
@@ -278,14 +283,8 @@ def test_no_usable_config_exits_6_without_restarting(box: Container) -> None:
     put(box, broken(box))
     box.run(["systemctl", "stop", "efa-guard"])
     box.run(["rm", "-rf", "/var/lib/efa-guard", "/usr/share/efa-guard/efa-guard.toml"])
-    start = box.run(["systemctl", "start", "efa-guard"], check=False)
-    assert start.returncode != 0
-    time.sleep(3)  # RestartSec=1s: a restart would have happened by now
-    assert prop(box, "efa-guard", "ExecMainStatus") == "6"
-    assert prop(box, "efa-guard", "NRestarts") == "0"
-    assert prop(box, "efa-guard", "ActiveState") == "failed"
-    shown = box.run(["systemctl", "status", "--no-pager", "efa-guard"], check=False)
-    assert "status=6/NOTCONFIGURED" in shown.stdout, shown.stdout
+    shown = _fails_once_with_6(box)
+    assert "status=6/NOTCONFIGURED" in shown, shown
     argv = ["journalctl", "-u", "efa-guard", "-o", "json", "EFA_EVENT=cannot_start"]
     events = [json.loads(line) for line in box.run(argv).stdout.splitlines() if line.strip()]
     assert events[-1]["KEY"] == KEY

@@ -5,22 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import MINIMAL_TOML as MINIMAL
 
 from efa_guard.config import load, parse
 from efa_guard.errors import ConfigError
 
 P = Path("/etc/efa-guard/efa-guard.toml")
-
-MINIMAL = """
-interface = "eth0"
-[[chain]]
-name = "EFA_INPUT"
-table = "filter"
-hook = "INPUT"
-[[chain.rule]]
-protocol = "tcp"
-ports = [3306]
-"""
 
 
 def test_default_config_is_valid(default_config_text: str) -> None:

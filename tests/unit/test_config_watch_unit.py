@@ -5,27 +5,18 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import MINIMAL_TOML
+from support import wait_for
 
 from efa_guard.catalog import EventKind
 from efa_guard.config import Config, parse
 from efa_guard.events import Event, Trigger
 from efa_guard.sources.files import FileWatcher, directories
-
-TEXT = """
-interface = "eth0"
-[[chain]]
-name = "EFA_INPUT"
-table = "filter"
-hook = "INPUT"
-[[chain.rule]]
-protocol = "tcp"
-ports = [3306]
-"""
 
 
 class Log:
@@ -83,21 +74,11 @@ class Refusing:
         return getattr(self.real, name)
 
 
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll until predicate() is truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
 def config_at(path: Path) -> Config:
     """Write a valid config at path and parse it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(TEXT)
-    return parse(TEXT, path=path)
+    path.write_text(MINIMAL_TOML)
+    return parse(MINIMAL_TOML, path=path)
 
 
 @pytest.fixture
@@ -133,7 +114,7 @@ def test_an_edit_asks_for_one_reload_and_reads_do_not(
 ) -> None:
     """Writing the file asks for a reload; reading it (as the daemon does) asks for none."""
     watcher, events, log, _ = watch
-    watcher.path.write_text(TEXT + "\n")
+    watcher.path.write_text(MINIMAL_TOML + "\n")
     wait_for("a reload", lambda: reloads(events) >= 1)
     time.sleep(0.2)  # the write's later events (modified, closed) may ask again
     count = reloads(events)
@@ -155,7 +136,7 @@ def test_a_refused_watch_falls_back_to_polling_and_says_so(
     directory.rmdir()
     wait_for("the loss", lambda: EventKind.SOURCE_FAILED in log.events())
     directory.mkdir()
-    watcher.path.write_text(TEXT)
+    watcher.path.write_text(MINIMAL_TOML)
     wait_for("a reload seen by polling", lambda: reloads(events) >= 1)
     (level, _, fields) = log.entries[0]
     assert level == "error"
@@ -165,7 +146,7 @@ def test_a_refused_watch_falls_back_to_polling_and_says_so(
     wait_for("the return", lambda: EventKind.SOURCE_RESTORED in log.events())
     assert log.events() == [EventKind.SOURCE_FAILED, EventKind.SOURCE_RESTORED]
     count = reloads(events)
-    watcher.path.write_text(TEXT + "\n")
+    watcher.path.write_text(MINIMAL_TOML + "\n")
     wait_for("a reload seen by the watch", lambda: reloads(events) > count)
 
 
@@ -179,10 +160,10 @@ def test_reconfigure_moves_the_watch_to_the_new_path(
     watcher.reconfigure(config_at(tmp_path / "other" / "efa-guard.toml"))
     time.sleep(0.2)
     count = reloads(events)
-    old.write_text(TEXT + "\n")
+    old.write_text(MINIMAL_TOML + "\n")
     time.sleep(0.3)
     assert reloads(events) == count
-    (tmp_path / "other" / "efa-guard.toml").write_text(TEXT + "\n")
+    (tmp_path / "other" / "efa-guard.toml").write_text(MINIMAL_TOML + "\n")
     wait_for("a reload of the new path", lambda: reloads(events) > count)
 
 
@@ -196,7 +177,7 @@ def test_a_watch_refused_at_start_names_the_cause(tmp_path: Path) -> None:
     watcher = FileWatcher(cfg, emit=events.append, log=log, poll=0.05, observer=observer)
     watcher.start()
     try:
-        (tmp_path / "efa-guard.toml").write_text(TEXT + "\n")
+        (tmp_path / "efa-guard.toml").write_text(MINIMAL_TOML + "\n")
         wait_for("a reload seen by polling", lambda: reloads(events) >= 1)
     finally:
         watcher.stop()
@@ -250,11 +231,11 @@ def test_an_edit_of_a_symlinked_file_in_another_directory_is_seen(tmp_path: Path
     link.symlink_to(target)
     events: list[Event] = []
     log = Log()
-    watcher = FileWatcher(parse(TEXT, path=link), emit=events.append, log=log, poll=0.05)
+    watcher = FileWatcher(parse(MINIMAL_TOML, path=link), emit=events.append, log=log, poll=0.05)
     watcher.start()
     try:
         time.sleep(0.1)
-        target.write_text(TEXT + "\n# edited\n")
+        target.write_text(MINIMAL_TOML + "\n# edited\n")
         wait_for("a reload", lambda: reloads(events) >= 1)
     finally:
         watcher.stop()
