@@ -626,6 +626,14 @@ class BurstRun:
     triggers: tuple[str, ...]
     events: dict[str, int]
     repeats: int = 1
+    wall_s: float = 0.0  # the resyncs' window, quiet periods included
+    idle_ms_per_s: float | None = None  # own CPU per second without resyncs, if measured
+
+    @property
+    def net_ms(self) -> float:
+        """CPU of the window minus what the daemon spends anyway in as long (when measured)."""
+        idle = 0.0 if self.idle_ms_per_s is None else self.idle_ms_per_s * self.wall_s
+        return self.cpu.total - idle
 
     def as_dict(self) -> dict[str, object]:
         """JSON form."""
@@ -633,6 +641,9 @@ class BurstRun:
             "variant": self.variant,
             "rules": self.rules,
             "repeats": self.repeats,
+            "wall_s": round(self.wall_s, 2),
+            "idle_ms_per_s": None if self.idle_ms_per_s is None else round(self.idle_ms_per_s, 3),
+            "net_ms": round(self.net_ms, 1),
             "restore_ms": round(self.restore_ms, 1),
             "checks": self.checks,
             "corrections": self.corrections,
@@ -643,12 +654,20 @@ class BurstRun:
         }
 
 
-def bench_burst(
-    variant: str, config: Path, kube: KubeRules, text: str, *, repeat: int = 1
+def bench_burst(  # noqa: PLR0913 - each is one independent knob of the measurement
+    variant: str,
+    config: Path,
+    kube: KubeRules,
+    text: str,
+    *,
+    repeat: int = 1,
+    idle_s: float = 0.0,
 ) -> BurstRun:
     """Policy in place over the foreign rules; ``repeat`` x (resync, quiet); stop; count.
 
     Repeats make the CPU per resync finer than /proc's 10 ms ticks (the totals are returned).
+    With ``idle_s``, the daemon's CPU over that long without resyncs is measured first: the
+    rate the resyncs' window would cost anyway (``BurstRun.net_ms``).
     """
     times = "one restore" if repeat == 1 else f"{repeat} restores"
     progress("bench-daemon", f"resync burst ({variant}): {times} of {kube.rules} rules")
@@ -656,13 +675,18 @@ def bench_burst(
         load_rules(sb, kube.initial)
         with running(sb.guard, config) as d:
             time.sleep(SETTLE)
+            idle_rate = None
+            if idle_s > 0:
+                quiet = d.cpu()
+                time.sleep(idle_s)
+                idle_rate = (d.cpu() - quiet).total / idle_s
             mark = d.mark()
-            before = d.cpu()
+            before, began = d.cpu(), time.monotonic()
             took: list[float] = []
             for _ in range(repeat):
                 took.append(ns_ok(sb.guard, ["iptables-nft-restore", "--noflush"], stdin=text)[0])
                 time.sleep(BURST_QUIET)
-            spent = d.cpu() - before
+            spent, wall = d.cpu() - before, time.monotonic() - began
             d.check_alive()
             corrected = d.since(mark, "drift_corrected")
             events = other_events(d, mark)
@@ -680,6 +704,8 @@ def bench_burst(
         triggers,
         events,
         repeats=repeat,
+        wall_s=wall,
+        idle_ms_per_s=idle_rate,
     )
 
 

@@ -426,11 +426,13 @@ def burst_goal(burst: BurstRun) -> Goal:
         "6",
         f"CPU per {_k(burst.rules)} resync not ours",
         "nft",
-        Figure(f"mean of {n}", burst.cpu.total / n, "ms"),
+        Figure(f"mean of {n}, net of idle", burst.net_ms / n, "ms"),
         Figure("the resync's restore", burst.restore_ms, "ms"),
         Target("value", BURST_CPU_MS),
         f"{n} resyncs: {burst.checks} checks, {burst.corrections} corrections; "
-        f"{burst.cpu.own:.0f} ms own + {burst.cpu.children:.0f} ms iptables in all",
+        f"{burst.cpu.own:.0f} ms own + {burst.cpu.children:.0f} ms iptables in all over "
+        f"{burst.wall_s:.1f} s, of which idle would be {burst.cpu.total - burst.net_ms:.0f} ms "
+        f"({burst.idle_ms_per_s or 0:.2f} ms/s measured before)",
     )
 
 

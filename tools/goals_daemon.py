@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tools import nftprobe
 from tools.bench_daemon import (
+    BURST_QUIET,
     NFT_TIMEOUT,
     SETTLE,
     BurstRun,
@@ -543,5 +544,7 @@ def bench_nft(
 
 
 def bench_kube_burst(config: Path, kube: KubeRules, repeat: int) -> BurstRun:
-    """bench_daemon's "kube-only" burst, ``repeat`` resyncs of tables the daemon does not own."""
-    return bench_burst("kube-only", config, kube, kube.resync, repeat=repeat)
+    """bench_daemon's "kube-only" burst: ``repeat`` resyncs, after as long a quiet reference."""
+    return bench_burst(
+        "kube-only", config, kube, kube.resync, repeat=repeat, idle_s=repeat * BURST_QUIET
+    )

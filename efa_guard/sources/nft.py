@@ -1,7 +1,8 @@
 """nf_tables ruleset events: a thread on a netlink socket in NFNLGRP_NFTABLES.
 
-The decoding is nftdecode.py's; this module subscribes, reads, re-subscribes after a
-lost message (ENOBUFS) or a socket error, and asks for a full check when it had to.
+The decoding is nftdecode.py's; this module subscribes, has the kernel drop datagrams of
+foreign tables (nftfilter.py), reads into one reused buffer, re-subscribes after a lost
+message (ENOBUFS) or a socket error, and asks for a full check when it had to.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import errno
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Protocol
 
 from efa_guard.events import Event, Trigger
-from efa_guard.sources import Emit
+from efa_guard.sources import Emit, nftfilter
 from efa_guard.sources.nftdecode import Decoder, config_families
 from efa_guard.sources.retry import Stopped, resubscribe
 
@@ -26,13 +27,18 @@ SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 SO_RCVBUFFORCE = 33
 RCVBUF = 32 << 20
+RECV_BUFFER = 1 << 20  # nf_tables batches its events into datagrams of a page at most
 
 
 class NetlinkSocket(Protocol):
     """What the watcher needs of a subscribed socket (a fake in unit tests)."""
 
-    def recv(self, size: int, /) -> bytes:
-        """One datagram; TimeoutError now and then so that stop() is noticed."""
+    def recv_into(self, buffer: bytearray, /) -> int:
+        """One datagram into `buffer`; TimeoutError now and then so that stop() is noticed."""
+        ...
+
+    def setsockopt(self, level: int, optname: int, value: bytes, /) -> None:
+        """Set a socket option (the table filter)."""
         ...
 
     def close(self) -> None:
@@ -40,7 +46,7 @@ class NetlinkSocket(Protocol):
         ...
 
 
-def subscribe() -> NetlinkSocket:
+def subscribe() -> socket.socket:
     """A socket in NFNLGRP_NFTABLES; OSError if the kernel refuses (no nf_tables, no privilege)."""
     sock = socket.socket(
         socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
@@ -79,10 +85,32 @@ class NftWatcher:
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.run, name="nft-events", daemon=True)
         self.overflows = 0
+        # Reused for every datagram: a fresh 1 MiB bytes per recv cost more than decoding.
+        self.buffer = bytearray(RECV_BUFFER)
+        self.filtered = False  # whether the kernel drops foreign tables' datagrams (nftfilter)
+
+    def _filter(self, sock: NetlinkSocket, tables: Collection[str] | None = None) -> None:
+        """Have the kernel drop datagrams of foreign tables; without it the decoder does it all.
+
+        A filter that could not be replaced must not stay: one for the old tables would drop
+        a new table's events. It is removed, or else the socket is closed (the reader then
+        subscribes afresh, unfiltered at worst, and asks for a full check).
+        """
+        try:
+            nftfilter.attach(sock, self.decoder.tables if tables is None else tables)
+        except (OSError, ValueError):
+            self.filtered = False
+            try:
+                nftfilter.detach(sock)
+            except OSError:
+                sock.close()
+        else:
+            self.filtered = True
 
     def start(self) -> None:
         """Subscribe (errors surface here) and start reading."""
         self.sock = self.open_socket()
+        self._filter(self.sock)
         self.thread.start()
 
     def stop(self) -> None:
@@ -94,14 +122,20 @@ class NftWatcher:
             self.sock.close()
 
     def reconfigure(self, config: Config) -> None:
-        """Follow a reloaded config's tables and families."""
+        """Follow a reloaded config's tables and families (the reload's full check follows).
+
+        The filter first: a table added is not dropped by the kernel once the decoder knows it.
+        """
+        sock = self.sock
+        if sock is not None:
+            self._filter(sock, config.policy.tables)
         self.decoder.follow(tables=config.policy.tables, families=config_families(config))
 
     def run(self) -> None:
         """The thread body: read, decode, emit; re-subscribe after any socket error."""
         while not self.stopped.is_set() and self.sock is not None:
             try:
-                data = self.sock.recv(1 << 20)
+                size = self.sock.recv_into(self.buffer)
             except TimeoutError:
                 continue
             except OSError as e:
@@ -117,7 +151,7 @@ class NftWatcher:
                 except Stopped:
                     return
                 continue
-            for event in self.decoder.feed(data):
+            for event in self.decoder.feed(bytes(memoryview(self.buffer)[:size])):
                 self.emit(event)
 
     def _reopen(self, why: str) -> None:
@@ -132,4 +166,5 @@ class NftWatcher:
             failures[:] = [f"re-subscribing failed {attempt} time(s), last: {e}"]
 
         self.sock = resubscribe(self.open_socket, stopped=self.stopped, failed=failed)
+        self._filter(self.sock)
         self.emit(Event(Trigger.OVERFLOW, detail="; ".join([why, *failures])))

@@ -41,6 +41,7 @@ _CHAIN_ATTR = {
 }
 _NFT_TYPES = {(NFNL_SUBSYS_NFTABLES << 8) | m: m for m in _CHAIN_ATTR}
 _NEWGEN = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN
+_RULE_TYPES = frozenset({NFT_MSG_NEWRULE, NFT_MSG_DELRULE})
 NFTA_GEN_PROC_PID, NFTA_GEN_PROC_NAME = 2, 3
 NFGENMSG = 4  # struct nfgenmsg: family, version, res_id
 
@@ -60,6 +61,11 @@ class Transaction:
     tables: set[str] = field(default_factory=set)
     chains: set[str] = field(default_factory=set)
     families: set[str] = field(default_factory=set)
+    raw_chains: set[bytes] = field(default_factory=set)  # NUL-terminated, decoded at the end
+
+    def all_chains(self) -> set[str]:
+        """Every chain named, the raw ones decoded."""
+        return self.chains | {netlink.cstring(raw) for raw in self.raw_chains} - {""}
 
 
 @dataclass
@@ -80,7 +86,7 @@ class Decoder:
         """Take new tables and families (a reloaded config); one assignment each: thread-safe."""
         self.tables = frozenset(tables)
         self.families = frozenset(families)
-        self._keys = frozenset(t.encode() + b"\0" for t in self.tables)
+        self._keys = {t.encode() + b"\0": t for t in self.tables}
         # The bare names: a needle holding NUL or other bytes as common in netlink data makes
         # the search several times slower. A name that also occurs elsewhere (a comment) only
         # costs that datagram the exact walk.
@@ -92,15 +98,11 @@ class Decoder:
 
     def feed(self, data: bytes) -> list[Event]:
         """Decode one datagram (many messages); return the events of completed transactions."""
-        if not self.current.tables:  # the common case: a burst in tables we do not manage
-            for needle in self._needles:
-                if needle in data:
-                    break
-            else:
-                # Nothing of ours is open, nothing of ours is named (a byte search at C speed):
-                # every message is foreign, and a NEWGEN here closes an empty transaction.
-                self.skimmed += 1
-                return []
+        if not self.current.tables and self._foreign(data):
+            # Nothing of ours is open, nothing of ours is named (a byte search at C speed):
+            # every message is foreign, and a NEWGEN here closes an empty transaction.
+            self.skimmed += 1
+            return []
         events: list[Event] = []
         types, keys, families = _NFT_TYPES, self._keys, self.families
         for kind, _flags, _seq, _portid, start, end in netlink.messages(data):
@@ -114,13 +116,35 @@ class Decoder:
             body = start + NFGENMSG
             if body > end or data[start] not in families:
                 continue
-            # A foreign table is recognised on its first attribute's raw bytes.
+            # The table is the first attribute: a foreign one is recognised on its raw bytes.
             first = netlink.first_attr(data, body, end)
-            if first is not None and first[0] == NFTA_TABLE and first[1] not in keys:
-                self.skipped += 1
+            if first is not None and first[0] == NFTA_TABLE:
+                table = keys.get(first[1])
+                if table is None:
+                    self.skipped += 1
+                else:
+                    self._note(msg, table, data[start], first[1], data, body, end)
                 continue
             self._touch(msg, data[start], data, body, end)
         return events
+
+    def _foreign(self, data: bytes) -> bool:
+        """No table name of ours occurs anywhere in the datagram."""
+        return not any(needle in data for needle in self._needles)
+
+    def _note(  # noqa: PLR0913, PLR0917 - the hot path: the parsed pieces, not a parse again
+        self, msg: int, table: str, family: int, raw: bytes, data: bytes, body: int, end: int
+    ) -> None:
+        """A message of our `table` (`raw`: its attribute's payload): note it, and its chain."""
+        txn = self.current
+        txn.tables.add(table)
+        txn.families.add(_FAMILY_NAMES.get(family, "inet"))
+        if msg in _RULE_TYPES:  # the bulk: the chain is the second attribute
+            second = netlink.first_attr(data, body + ((len(raw) + 7) & ~3), end)
+            if second is not None and second[0] == _CHAIN_ATTR[msg]:
+                txn.raw_chains.add(second[1])
+                return
+        self._touch(msg, family, data, body, end)
 
     def _touch(self, msg: int, family: int, data: bytes, body: int, end: int) -> None:
         chain_attr = _CHAIN_ATTR[msg]
@@ -148,8 +172,9 @@ class Decoder:
         if pid is not None and self.own_pid(pid):
             return None
         name = netlink.cstring(found.get(NFTA_GEN_PROC_NAME)) or None
-        kube = any(c.startswith("KUBE-") for c in txn.chains) or name == "kube-proxy"
-        touched = ", ".join(sorted(txn.chains or txn.tables))
+        chains = txn.all_chains()
+        kube = any(c.startswith("KUBE-") for c in chains) or name == "kube-proxy"
+        touched = ", ".join(sorted(chains or txn.tables))
         return Event(
             Trigger.KUBE_PROXY if kube else Trigger.RULE_CHANGE,
             detail=f"nf_tables transaction touched {touched}",

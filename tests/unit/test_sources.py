@@ -14,6 +14,7 @@ import pytest
 from efa_guard.config import Config, parse
 from efa_guard.events import Event, Trigger
 from efa_guard.policy import any_interface_matches as matches
+from efa_guard.sources import nftfilter
 from efa_guard.sources.links import IFF_LOWER_UP, IFF_UP, LinkTracker, LinkWatcher
 from efa_guard.sources.nft import NftWatcher
 from efa_guard.sources.nftdecode import (
@@ -167,16 +168,23 @@ class FakeNetlink:
         self.script = script
         self.stopped = stopped
         self.closed = False
+        self.filters: list[bytes] = []
 
-    def recv(self, _size: int, /) -> bytes:
+    def recv_into(self, buffer: bytearray, /) -> int:
         """The next scripted datagram or error; stops the watcher when done."""
         if not self.script:
             self.stopped.set()
-            return b""
+            return 0
         item = self.script.pop(0)
         if isinstance(item, OSError):
             raise item
-        return item
+        buffer[: len(item)] = item
+        return len(item)
+
+    def setsockopt(self, _level: int, optname: int, value: bytes, /) -> None:
+        """Record a filter program attached (the fake kernel applies none)."""
+        if optname == nftfilter.SO_ATTACH_FILTER:
+            self.filters.append(value)
 
     def close(self) -> None:
         """Remember the close."""
@@ -219,6 +227,8 @@ def test_enobufs_reopens_the_socket_and_asks_for_a_full_check() -> None:
     assert [e.trigger for e in events] == [Trigger.OVERFLOW, Trigger.RULE_CHANGE]
     assert events[1].pid == 9  # the half-read transaction before the overflow was dropped
     assert watcher.overflows == 1
+    assert len(second.filters) == 1  # the new subscription is filtered too
+    assert watcher.filtered
 
 
 def test_other_socket_errors_resubscribe_instead_of_killing_the_thread() -> None:
@@ -415,3 +425,34 @@ def test_stop_ends_a_watcher_that_cannot_resubscribe() -> None:
     assert time.monotonic() - began < 1.0
     assert len(attempts) >= 3
     assert events == []  # no "re-subscribed" claim while it never was
+
+
+class StubbornSocket(FakeNetlink):
+    """A socket that refuses every new filter (ENOMEM) and, if `stuck`, its removal too."""
+
+    def __init__(self, *, stuck: bool) -> None:
+        super().__init__([], threading.Event())
+        self.stuck = stuck
+        self.detached = 0
+
+    def setsockopt(self, level: int, optname: int, value: bytes, /) -> None:
+        """ENOMEM for an attach; a detach fails only when stuck."""
+        if optname == nftfilter.SO_ATTACH_FILTER:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        if self.stuck:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        self.detached += 1
+        super().setsockopt(level, optname, value)
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+def test_a_filter_that_cannot_be_replaced_never_stays(stuck: bool) -> None:
+    """A reload whose filter fails removes the old one, or closes the socket to start afresh."""
+    sock = StubbornSocket(stuck=stuck)
+    watcher = NftWatcher(config(), own_pid=lambda _pid: False, emit=lambda _e: None)
+    watcher.sock = sock
+    watcher.filtered = True
+    watcher.reconfigure(config())
+    assert not watcher.filtered
+    assert sock.closed is stuck
+    assert sock.detached == (0 if stuck else 2)  # attach's own detach, then the fallback's
