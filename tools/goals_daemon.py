@@ -425,6 +425,17 @@ class NftRun:
         """Commit to commit, misses as infinite."""
         return Latency.of(list(self.c2c))
 
+    def by_tamper(self) -> dict[str, object]:
+        """Commit to commit per kind of tamper (where the tail comes from)."""
+        groups: dict[str, list[float | None]] = {}
+        for sample, c2c in zip(self.samples, self.c2c, strict=True):
+            groups.setdefault(sample.tamper, []).append(c2c)
+        out: dict[str, object] = {}
+        for tamper, values in groups.items():
+            lat = Latency.of(values)
+            out[tamper] = lat.as_dict() if lat else None
+        return out
+
     def as_dict(self) -> dict[str, object]:
         """JSON form."""
         ext = Latency.of([s.external_ms for s in self.samples])
@@ -438,6 +449,7 @@ class NftRun:
                 "median": round(statistics.median(self.lag_ms), 3) if self.lag_ms else None,
                 "max": round(max(self.lag_ms), 3) if self.lag_ms else None,
             },
+            "by_tamper": self.by_tamper(),
             "external": ext.as_dict() if ext else None,
             "daemon_reported": own.as_dict() if own else None,
             "floor": self.floor.as_dict(),
