@@ -370,6 +370,13 @@ class Floor:
         """Median event delivery plus median restore."""
         return statistics.median(self.delivery) + statistics.median(self.restore)
 
+    @property
+    def p99_ms(self) -> float:
+        """Median event delivery plus the restore's p99 (nearest rank): the floor's own tail."""
+        ordered = sorted(self.restore)
+        rank = max(1, math.ceil(0.99 * len(ordered))) - 1
+        return statistics.median(self.delivery) + ordered[rank]
+
     def __add__(self, other: Floor) -> Floor:
         return Floor(
             self.delivery + other.delivery,
@@ -384,6 +391,7 @@ class Floor:
             "floor_ms": round(self.ms, 3),
             "delivery_median_ms": round(statistics.median(self.delivery), 3),
             "restore_median_ms": round(statistics.median(self.restore), 3),
+            "floor_p99_ms": round(self.p99_ms, 3),
             "runs": len(self.restore),
             "restore_retries": self.retries,
         }

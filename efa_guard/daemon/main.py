@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import queue
 import socket
@@ -63,6 +64,17 @@ def _return_big_buffers() -> None:
         # again around every such buffer. Keep what is below 8 MiB instead (measured with the
         # nf_tables source's reused buffer: 1 MiB or 128 KiB saved no RSS).
         libc.mallopt(_M_TRIM_THRESHOLD, 8 << 20)
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the collector off what startup built (modules, classes, the config): for good.
+
+    A full collection walked all of it, ~70 ms at a random moment, often in the middle of a
+    correction (measured: the slowest tamper->restored samples). Frozen, a collection walks
+    only what was made since.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run(path: Path, log: Logger) -> int:
@@ -135,6 +147,7 @@ def run(path: Path, log: Logger) -> int:
     rec.startup()
     exposure.maybe_survey(rec.config, force=True)
     publisher.publish()
+    _freeze_startup_objects()
     reason = loop.run()
     log.info(
         EventKind.STOPPING,
