@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 
-from tools.benchkit import COMMAND_TIMEOUT, BenchError, Verdict, run_ok
+from tools.benchkit import COMMAND_TIMEOUT, BenchError, Verdict, byte_compile, run_ok
 from tools.harness import REPO
 
 IMPORT_RUNS = 20
@@ -105,6 +105,7 @@ def cli_import_ms(stderr: str) -> float:
 
 def measure(runs: int = IMPORT_RUNS) -> ImportCost:
     """Time both processes ``runs`` times each, alternating, and the CLI's import."""
+    byte_compile()
     run_ok(PASS_ARGV)
     run_ok(CHECK_ARGV)
     bare: list[float] = []
