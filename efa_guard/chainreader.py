@@ -98,14 +98,15 @@ class ChainReader:
 def _too_big(ipt: Iptables, key: Key) -> bool:
     """Whether a foreign chain is known to be too long to read within a budget.
 
-    nft: its first TOO_BIG + 1 rules counted over netlink. legacy (the daemon's survey, whose
-    reads copy no whole table into a memo): its entries' bytes in one in-process copy of the
-    table, against TOO_BIG rules of LEGACY_RULE_BYTES (so 280 to 840 rules, by their size).
+    nft: its first TOO_BIG + 1 rules counted over netlink. legacy, one-shot (`check`): its
+    rules counted in the save of its table, which the prefetch read. legacy, the daemon's
+    survey (whose reads keep no whole table): its entries' bytes in one in-process copy of
+    the table, against TOO_BIG rules of LEGACY_RULE_BYTES (so 280 to 840 rules, by size).
     """
     if ipt.kind == "nft":
         return nftdump.holds_more_than(key, TOO_BIG) is True
-    if ipt.memo is not None:  # `check`: a table read once is read whole, never probed
-        return False
+    if ipt.memo is not None:  # `check`: a table read once is kept whole, and counted in
+        return ipt.reads.rules_over(key, TOO_BIG)
     span = legacyblob.chain_span(*key) if key[2] not in _BUILTIN else None
     return span is not None and span > TOO_BIG * LEGACY_RULE_BYTES
 

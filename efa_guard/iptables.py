@@ -89,6 +89,11 @@ class Iptables(Tools):
     unprintable: dict[Key, Unprintable] = field(default_factory=dict, repr=False)
     _reads: MemoReads = field(default_factory=MemoReads, repr=False)  # what it knows of `memo`
 
+    @property
+    def reads(self) -> MemoReads:
+        """What the reads know of `memo` (legacy: the saves kept for later requests)."""
+        return self._reads
+
     def list_chains(
         self, requests: Sequence[tuple[str, str]], family: str = "ipv4"
     ) -> list[str | None]:

@@ -60,6 +60,32 @@ class MemoReads:
     of: Memo | None = None
     whole: set[tuple[str, str]] = field(default_factory=set)
     part: set[tuple[str, str]] = field(default_factory=set)
+    # legacy, one-shot: the save of each table read whole; its chains are taken when asked for
+    texts: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def pending(self, memo: Memo, requests: Sequence[Key]) -> dict[tuple[str, str], list[Key]]:
+        """legacy: the requests still to read, by table (a table kept whole answers at once)."""
+        if self.of is not memo:
+            self.of, self.whole, self.part, self.texts = memo, set(), set(), {}
+        groups: dict[tuple[str, str], list[Key]] = {}
+        for r in dict.fromkeys(requests):
+            if r[:2] in self.whole and r not in memo:  # a chain not declared does not exist
+                memo[r] = save_listings(self.texts[r[:2]], r[1], [r[2]]).get(r[2])
+            elif r not in memo:
+                groups.setdefault(r[:2], []).append(r)
+        return groups
+
+    def rules_over(self, key: Key, limit: int) -> bool:
+        """legacy: a chain of a table read whole holds more than `limit` rules (by search)."""
+        text = self.texts.get(key[:2])
+        if text is None:
+            return False
+        needle, at = f"\n-A {key[2]} ", -1
+        for _ in range(limit + 1):
+            at = text.find(needle, at + 1)
+            if at < 0:
+                return False
+        return True
 
 
 def read_nft(
@@ -165,16 +191,11 @@ def read_legacy(
     `iptables-legacy-save -t TABLE`, every chain taken from it (later requests are free).
     A single chain: `-S CHAIN`, which copies the table too but prints only that chain
     (measured at 50k rules: the save of kube-proxy's nat table and parsing it cost more
-    than the -S of KUBE-NODEPORTS the check needs). `lean` (the daemon): from a save, only
-    the requested chains are kept (and the table is not marked read whole).
+    than the -S of KUBE-NODEPORTS the check needs). From a save only the requested chains
+    are taken, by string search (a 50k-rule table is not parsed line by line); without
+    `lean` (one-shot commands) the save is kept and later requests are taken from it.
     """
-    if seen.of is not memo:
-        seen.of, seen.whole, seen.part = memo, set(), set()
-    whole, part = seen.whole, seen.part
-    groups: dict[tuple[str, str], list[Key]] = {}
-    for r in dict.fromkeys(requests):
-        if r not in memo and r[:2] not in whole:
-            groups.setdefault(r[:2], []).append(r)
+    groups, part = seen.pending(memo, requests), seen.part
     saves = [t for t, keys in groups.items() if len(keys) > 1 or t in part]
     singles = [keys[0] for t, keys in groups.items() if t not in saves]
     argvs = [[tools.binary("iptables-save", f), "-t", t] for f, t in saves]
@@ -193,14 +214,15 @@ def read_legacy(
             part.add(key[:2])
         else:
             family, table = key[0], key[1]
-            wanted = {c for f, t, c in requests if (f, t) == (family, table)} if lean else None
+            wanted = {c for f, t, c in requests if (f, t) == (family, table)}
             try:
                 chains = save_listings(stdout, table, wanted)
             except ParseError as e:
                 raise ReadCommandError(argv, rc, stdout[-2000:], f"{err} {e}".strip()) from e
-            memo.update({(family, table, c): text for c, text in chains.items()})
+            memo.update({(family, table, c): chains.get(c) for c in wanted})
             if not lean:
-                whole.add((family, table))
+                seen.whole.add((family, table))
+                seen.texts[(family, table)] = stdout
 
 
 def nft_tables(tools: Tools) -> frozenset[tuple[str, str]] | None:

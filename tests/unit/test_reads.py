@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from efa_guard.iptables_read import MemoReads
 from efa_guard.nftchain import NftParseError, move_jumps, parse_chain
 from efa_guard.nftgen import parse, request
 from efa_guard.observe import ParseError, save_listings
@@ -166,3 +167,33 @@ def test_move_jumps_gives_up_on_a_jump_it_cannot_find() -> None:
     """A deleted jump with no matching rule in the snapshot: no script (the caller reports)."""
     hook = parse_chain(_nft([CT, {"accept": None}]), "ip", "filter", "INPUT")
     assert move_jumps("*filter\n-D INPUT -j EFA_INPUT\nCOMMIT\n", {"INPUT": hook}) is None
+
+
+def test_a_table_kept_whole_answers_later_requests_without_a_read() -> None:
+    """One-shot legacy reads keep a save: later chains come from it, undeclared ones are None."""
+    memo: dict[tuple[str, str, str], str | None] = {}
+    reads = MemoReads()
+    assert reads.pending(memo, [("ipv4", "filter", "INPUT")]) == {
+        ("ipv4", "filter"): [("ipv4", "filter", "INPUT")]
+    }
+    reads.whole.add(("ipv4", "filter"))
+    reads.texts[("ipv4", "filter")] = SAVE
+    wanted = [("ipv4", "filter", "EFA_INPUT"), ("ipv4", "filter", "GONE"), ("ipv4", "raw", "X")]
+    assert reads.pending(memo, wanted) == {("ipv4", "raw"): [("ipv4", "raw", "X")]}
+    assert memo[("ipv4", "filter", "EFA_INPUT")] == (
+        "-N EFA_INPUT\n-A EFA_INPUT -p tcp -m tcp --dport 8080 -j DROP\n"
+    )
+    assert memo[("ipv4", "filter", "GONE")] is None
+    assert reads.pending({}, wanted) == {  # another memo: nothing kept applies to it
+        ("ipv4", "filter"): [("ipv4", "filter", "EFA_INPUT"), ("ipv4", "filter", "GONE")],
+        ("ipv4", "raw"): [("ipv4", "raw", "X")],
+    }
+
+
+@pytest.mark.parametrize(("limit", "over"), [(0, True), (1, True), (2, False), (5, False)])
+def test_rules_are_counted_in_a_kept_save(limit: int, over: bool) -> None:
+    """A chain of a save kept whole is known to hold more than `limit` rules, or not."""
+    reads = MemoReads()
+    reads.texts[("ipv4", "filter")] = SAVE
+    assert reads.rules_over(("ipv4", "filter", "INPUT"), limit) is over
+    assert reads.rules_over(("ipv4", "nat", "INPUT"), limit) is False  # no save: not known
