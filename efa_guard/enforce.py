@@ -109,6 +109,7 @@ class Outcome:
     written: tuple[Transaction, ...]
     after: Inspection
     attempts: int
+    proven: bool = False  # `after` known without a read: the correction was verified before
 
     @property
     def changed(self) -> bool:
@@ -182,13 +183,13 @@ def enforce(  # noqa: PLR0913 - keyword-only tuning knobs
             for txn in txns:
                 ipt.restore(txn)
                 written.append(txn)
-            after = _verified(ipt, policy, now, txns, proven)
+            after, unread = _verified(ipt, policy, now, txns, proven)
             if not after.in_sync:
                 left = "; ".join(d.describe() for d in after.drifts)
                 msg = f"iptables accepted the transaction but the policy still differs: {left}"
                 raise VerifyError(msg)
     assert first is not None  # noqa: S101 - Retrying ran at least once or raised
-    return Outcome(before=first, written=tuple(written), after=after, attempts=count)
+    return Outcome(before=first, written=tuple(written), after=after, attempts=count, proven=unread)
 
 
 def _verified(
@@ -197,15 +198,15 @@ def _verified(
     now: Inspection,
     txns: tuple[Transaction, ...],
     proven: Proven | None,
-) -> Inspection:
-    """The state after writing `txns` on `now`: known without a read when proven, else read."""
+) -> tuple[Inspection, bool]:
+    """The state after writing `txns` on `now`, and whether it is known without a read."""
     if not txns:
-        return now
+        return now, False
     key = Proven.key(now, txns)
     known = proven is not None and now.mark is not None and proven.knows(key)
     if known and now.mark is not None and ipt.untouched_since(now.mark):
-        return replace(now, observed=now.desired, drifts=(), mark=None)
+        return replace(now, observed=now.desired, drifts=(), mark=None), True
     after = inspect(ipt, policy)
     if proven is not None and after.in_sync and _alone(now, after):
         proven.learn(key)
-    return after
+    return after, False

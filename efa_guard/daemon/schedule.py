@@ -8,8 +8,24 @@ from dataclasses import dataclass, field
 
 from efa_guard.events import Event, Trigger
 from efa_guard.pause import Pause
+from efa_guard.policy import Policy
 
 _PENDING_KEEP = 32
+# A correction trusted without a read-back (nft, proven) left a state no read has seen: it is
+# read this long after, off the correction's path, so that the next tamper's check finds it
+# known (no iptables process before the restore) and the trusted result is read after all.
+LEARN_AFTER = 0.1
+_UNREAD = "read the state a correction left unread"
+Scope = tuple[frozenset[str], frozenset[str]]  # (families, tables)
+
+
+def scope_of(policy: Policy) -> Scope:
+    """The families and tables a (scoped) policy covers."""
+    return frozenset(policy.families), frozenset(policy.tables)
+
+
+def _union(a: Scope, b: Scope) -> Scope:
+    return (a[0] | b[0], a[1] | b[1])
 
 
 @dataclass
@@ -18,11 +34,12 @@ class Schedule:
 
     hold_until: float = 0.0
     pending: list[Event] = field(default_factory=list)
-    follow_ups: list[float] = field(default_factory=list)
+    follow_ups: list[tuple[float, str]] = field(default_factory=list)  # (when, why)
     pause: Pause | None = None  # enforcement paused: observe, never correct
     pause_ends: float = 0.0  # the pause's deadline on this clock
     seen_while_paused: str = ""  # the observed hash last reported while paused
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # the step's time
+    unread: Scope | None = None  # what corrections trusted without a read-back left unread
 
     def hold(self, until: float) -> None:
         """No check before `until` (held events wait in `pending`)."""
@@ -47,9 +64,24 @@ class Schedule:
             return self.admit([], now)
         return None
 
-    def follow_up(self, at: float) -> None:
+    def follow_up(self, at: float, why: str = "re-check after an interface event") -> None:
         """Ask for one more check at `at`."""
-        self.follow_ups.append(at)
+        self.follow_ups.append((at, why))
+
+    def after_unread_correction(self, now: float, scope: Scope) -> None:
+        """Read the state a correction trusted without a read-back left, LEARN_AFTER later.
+
+        `scope`: the (families, tables) it wrote. One such read owed covers them all.
+        """
+        if self.unread is None:
+            self.follow_up(now + LEARN_AFTER, _UNREAD)
+        self.unread = scope if self.unread is None else _union(self.unread, scope)
+
+    def was_read(self, scope: Scope) -> None:
+        """A check read `scope`: an owed read it covers is done (in a fight, the next check)."""
+        if self.unread is not None and _union(self.unread, scope) == scope:
+            self.unread = None
+            self.follow_ups = [(t, why) for t, why in self.follow_ups if why != _UNREAD]
 
     def paused(self, pause: Pause | None, ends: float = 0.0) -> None:
         """Start (or end, with None) a maintenance pause ending at `ends` on this clock."""
@@ -57,19 +89,20 @@ class Schedule:
 
     def due(self, now: float) -> list[Event]:
         """The follow-up checks owed at `now`, and the end of a pause."""
-        out = [
-            Event(Trigger.FOLLOW_UP, detail="re-check after an interface event", at=now)
-            for t in self.follow_ups
-            if t <= now
-        ]
-        self.follow_ups = [t for t in self.follow_ups if t > now]
+        owed = [why for t, why in self.follow_ups if t <= now]
+        self.follow_ups = [(t, why) for t, why in self.follow_ups if t > now]
+        out = [Event(Trigger.FOLLOW_UP, detail=why, at=now) for why in owed if why != _UNREAD]
+        if _UNREAD in owed and self.unread is not None:  # only what was left unread
+            families, tables = self.unread
+            out.append(Event(Trigger.FOLLOW_UP, _UNREAD, at=now, families=families, tables=tables))
+            self.unread = None
         if self.pause is not None and now >= self.pause_ends:
             out.append(Event(Trigger.RESUME, detail="the pause's deadline passed", at=now))
         return out
 
     def next_deadline(self) -> float | None:
         """When `due` or `released` will have something."""
-        times = list(self.follow_ups)
+        times = [t for t, _ in self.follow_ups]
         if self.pause is not None:
             times.append(self.pause_ends)
         if self.pending:

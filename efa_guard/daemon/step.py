@@ -18,7 +18,7 @@ from efa_guard.daemon.fights import Fights
 from efa_guard.daemon.pauses import Pauses
 from efa_guard.daemon.reload import InlineLoader, ThreadLoader
 from efa_guard.daemon.report import Reporter
-from efa_guard.daemon.schedule import Schedule
+from efa_guard.daemon.schedule import Schedule, scope_of
 from efa_guard.daemon.status import Hooks, Status
 from efa_guard.enforce import Inspection, Proven, enforce, inspect, log_retry
 from efa_guard.errors import ConcurrentChangeError, VerifyError
@@ -130,6 +130,7 @@ class Reconciler:
                 return
             self._failed(events, e, stage="read")
             return
+        self.schedule.was_read(scope_of(policy))
         self._checked(events, policy, insp, cpu)
 
     def _check_policy(self, events: list[Event], policy: Policy, cpu: float) -> None:
@@ -167,6 +168,8 @@ class Reconciler:
         self.status.last_correction = time.time()
         self._in_place(policy, outcome.after.observed_hash)
         self.hooks.rules_changed()
+        if outcome.proven:
+            self.schedule.after_unread_correction(self._now(), scope_of(policy))
         if trigger is Trigger.STARTUP:
             self.report.asserted(outcome.before, hash_after=outcome.after.observed_hash)
             return

@@ -91,6 +91,7 @@ def test_a_proven_correction_alone_skips_the_read_back() -> None:
     assert second.after.in_sync
     assert second.after.observed_hash == second.after.desired_hash
     assert ipt.reads - reads_first == 1  # no read-back
+    assert (first.proven, second.proven) == (False, True)  # the caller knows it was not read
 
 
 def test_a_foreign_commit_forces_the_read_back() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import structlog
 from fakes import (
     DEFAULT_TOML,
@@ -18,6 +19,7 @@ from fakes import (
 )
 
 from efa_guard.config import Daemon
+from efa_guard.daemon.schedule import LEARN_AFTER, Schedule
 from efa_guard.daemon.step import Reconciler
 from efa_guard.events import Event, Trigger
 
@@ -220,3 +222,43 @@ def test_a_table_scoped_event_reads_that_table_only() -> None:
     assert {c.table for c in ipt.policy.chains} == {"filter"}
     assert ipt.policy.families == ("ipv4",)
     assert ipt.states[key].rules  # corrected
+
+
+def test_a_correction_trusted_unread_is_read_soon_after() -> None:
+    """nft, a proven correction (no read-back): one follow-up check reads what it left."""
+    ipt, clock = in_sync(), Clock()
+    ipt.generation = 40
+    rec = reconciler(ipt, clock)
+    ipv4, table = frozenset({"ipv4"}), frozenset({"filter"})
+    for _ in range(3):  # the first correction is read back; the next two are trusted
+        tamper(ipt)
+        rec.handle([Event(Trigger.RULE_CHANGE, at=clock.now, families=ipv4, tables=table)])
+        clock.now += 0.01
+    assert rec.status.counts.corrections == 3
+    # Each check read what the trusted correction before it left: one read is owed, the last's.
+    (owed,) = rec.schedule.follow_ups
+    assert owed[0] == pytest.approx(clock.now - 0.01 + LEARN_AFTER)
+    reads = ipt.reads
+    clock.now = owed[0]
+    (follow_up,) = rec.schedule.due(clock.now)
+    assert follow_up.trigger is Trigger.FOLLOW_UP
+    assert (follow_up.families, follow_up.tables) == (ipv4, table)  # only what it left
+    rec.handle([follow_up])
+    assert ipt.reads - reads == 1  # the state is read, and found in place
+    assert rec.status.counts.corrections == 3
+    assert rec.schedule.follow_ups == []
+    assert rec.schedule.unread is None
+
+
+def test_an_owed_read_is_done_only_by_a_check_that_covers_it() -> None:
+    """A check of another table leaves the owed read; one covering it cancels the follow-up."""
+    s = Schedule()
+    filter4 = (frozenset({"ipv4"}), frozenset({"filter"}))
+    s.after_unread_correction(10.0, filter4)
+    s.after_unread_correction(10.05, (frozenset({"ipv6"}), frozenset({"filter"})))
+    assert len(s.follow_ups) == 1  # one read owed for both
+    s.was_read(filter4)
+    assert s.next_deadline() == pytest.approx(10.0 + LEARN_AFTER)
+    s.was_read((frozenset({"ipv4", "ipv6"}), frozenset({"filter", "raw"})))
+    assert s.follow_ups == []
+    assert s.next_deadline() is None
