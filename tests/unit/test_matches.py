@@ -9,6 +9,7 @@ import pytest
 
 from efa_guard.matches import Context, Packet, Probe, decide
 from efa_guard.reach import Evaluator, NotEvaluatedError
+from efa_guard.reach_walk import foreign_host
 from efa_guard.ruletext import compile_rule, split
 
 PROBE = Probe("ipv4", "tcp", 80, "eth0")
@@ -175,3 +176,30 @@ def test_an_unreadable_chain_in_time_is_reported() -> None:
     v = Evaluator(fetch=fetch, family="ipv4").local(PROBE)
     assert (v.reachable, v.evaluated) == (True, False)
     assert "reading ipv4 filter/BIG did not finish within the 0.05 s budget" in v.reason
+
+
+@pytest.mark.parametrize(
+    ("line", "skipped"),
+    [
+        ("-A BIG -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j REJECT", True),
+        ('-A BIG -d 10.96.0.2/32 -p tcp -m comment --comment "x" -j ACCEPT', True),
+        ("-A BIG -d 2001:db8::5/128 -p tcp -j DROP", True),
+        ("-A BIG -d 192.168.0.2/32 -p tcp -j DROP", False),  # the node's own
+        ("-A BIG -d 127.0.0.1/32 -j DROP", False),  # loopback: decide's own rule
+        ("-A BIG ! -d 10.96.0.1/32 -j DROP", False),  # negated
+        ("-A BIG -d 10.96.0.0/12 -j DROP", False),  # a network, not a host
+        ("-A BIG -s 10.0.0.1/32 -d 10.96.0.1/32 -j DROP", False),  # not first: the slow path
+        ("-A BIG -j DROP", False),
+    ],
+)
+def testforeign_host_rules_are_skipped_exactly_where_decide_says_false(
+    line: str, *, skipped: bool
+) -> None:
+    """The walk's fast test skips a line only where decide() answers False for it."""
+    foreign = foreign_host(NODE)
+    assert foreign is not None
+    assert foreign(line) is skipped
+    if skipped:
+        probe = PROBE if ":" not in line else Probe("ipv6", "tcp", 80, "eth0")
+        assert decide(compile_rule(1, line), probe, Packet(), Context("filter", NODE)) is False
+    assert foreign_host(None) is None  # the node's addresses unknown: no shortcut
