@@ -115,8 +115,9 @@ class Iptables(Tools):
         if self.kind == "legacy":
             if self.memo is None and isinstance(self.cache, LegacyCache):
                 memo = self.cache.read(requests, self._read_legacy)
-            else:
-                iptables_read.read_legacy(self, memo, requests, self._reads)
+            else:  # without a memo to keep, a save is not kept either
+                lean = self.memo is None
+                iptables_read.read_legacy(self, memo, requests, self._reads, lean=lean)
             return [memo.get(r) for r in requests]
         todo = list(dict.fromkeys(r for r in requests if r not in memo))
         if todo:
