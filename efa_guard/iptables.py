@@ -188,8 +188,12 @@ class Iptables(Tools):
         return iptables_read.list_nft(self, keys, self.unprintable)
 
     def nft_tables(self) -> frozenset[tuple[str, str]] | None:
-        """The ("ipv4", "filter")-style tables nf_tables has; None without nft (assume all)."""
-        return iptables_read.nft_tables(self)
+        """The ("ipv4", "filter")-style tables nf_tables has; None without nft (assume all).
+
+        Asked over netlink in-process; the `nft` tool only when that fails.
+        """
+        found = nftdump.tables()
+        return found if found is not None else iptables_read.nft_tables(self)
 
     def notes(self) -> tuple[str, ...]:
         """What the last reads found that iptables itself cannot show (check warns)."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from efa_guard import nftdump
 from efa_guard.errors import PrivilegeError, ReadCommandError, ReadError, UnstableReadError
 from efa_guard.iptables_proc import Tools, raise_for_privilege, which
 from efa_guard.nftchain import NftChain, NftParseError, parse_chain
@@ -158,6 +159,8 @@ def _nft_chain(
     tools: Tools, key: Key, iptables_err: str, unprintable: dict[Key, Unprintable]
 ) -> str | None:
     family, table, chain = key
+    if nftdump.exists(key) is False:  # asked in-process: no nft process for a missing chain
+        return None
     nft = which("nft")
     nft_family = "ip6" if family == "ipv6" else "ip"
     if nft is None:

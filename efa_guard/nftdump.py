@@ -22,7 +22,7 @@ from efa_guard import netlink, nftgen
 Key = tuple[str, str, str]  # (family, table, chain)
 
 _SUBSYS = 10 << 8  # NFNL_SUBSYS_NFTABLES
-_GETCHAIN, _GETRULE = 4, 7
+_GETTABLE, _GETCHAIN, _GETRULE = 1, 4, 7
 _NFGENMSG = struct.Struct("=BBH")
 _FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 _TABLE, _CHAIN_NAME, _CHAIN_POLICY = 1, 3, 5  # NFTA_CHAIN_*
@@ -151,6 +151,32 @@ class ListingCache:
         seen.move_to_end(fingerprint)
         while len(seen) > self.size:
             seen.popitem(last=False)
+
+
+def exists(key: Key) -> bool | None:
+    """Whether nf_tables holds the chain now (one GETCHAIN); None when the kernel cannot say."""
+    try:
+        return _chain(nftgen.channel(), key) is not None
+    except (OSError, KeyError):
+        nftgen.drop()
+        return None
+
+
+def tables() -> frozenset[tuple[str, str]] | None:
+    """The ("ipv4", "filter")-style tables nf_tables holds (one dump); None if it cannot say."""
+    request = _request(_GETTABLE, socket.AF_UNSPEC, netlink.NLM_F_DUMP, b"")
+    names = {int(family): name for name, family in _FAMILIES.items()}
+    found = set()
+    try:
+        for data, msg in netlink.dump(nftgen.channel(), request):
+            start, end = msg[4], msg[5]
+            name = netlink.find_attrs(data, start + _NFGENMSG.size, end, (_TABLE,)).get(_TABLE)
+            if data[start] in names and name:
+                found.add((names[data[start]], netlink.cstring(name)))
+    except (OSError, KeyError):
+        nftgen.drop()
+        return None
+    return frozenset(found)
 
 
 def holds_more_than(key: Key, limit: int) -> bool | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,25 @@ def test_foreign_rule_behind_the_jump_is_a_warning(nft_guard: Guard) -> None:
     assert "policy in place" in check.stdout
     assert "behind the jump at position 1" in check.stdout
     assert nft_guard.efa("apply").returncode == 0
+
+
+MISSING = """
+import json
+from efa_guard.iptables import Iptables
+ipt = Iptables("nft")
+ran = []
+real = ipt.run
+ipt.run = lambda argv, text=None: (ran.append(list(argv)), real(argv, text))[1]
+found = ipt.list_many([("ipv4", "nat", "KUBE-NODEPORTS"), ("ipv4", "filter", "INPUT")])
+print(json.dumps({"found": [f is not None for f in found], "ran": ran}))
+"""
+
+
+def test_a_missing_chain_is_known_missing_without_an_nft_process(nft_guard: Guard) -> None:
+    """iptables-nft calls a missing chain "incompatible": netlink says it is absent, no nft runs."""
+    seen = json.loads(nft_guard.python(MISSING))
+    assert seen == {"found": [False, True], "ran": []}
+    nft_guard.box.run(FOREIGN)  # a chain iptables cannot print is still read through nft
+    seen = json.loads(nft_guard.python(MISSING))
+    assert seen["found"] == [False, True]
+    assert [argv[1:3] for argv in seen["ran"]] == [["-j", "list"]]

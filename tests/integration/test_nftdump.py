@@ -145,3 +145,23 @@ out.append(fingerprints([("ipv4", "filter", "INPUT")]) is not None)  # the socke
 print(json.dumps(out))
 """
     assert json.loads(nft.python(code)) == [True, False, False, True]
+
+
+TABLES = """
+import json
+from efa_guard import iptables_read, nftdump
+from efa_guard.iptables import Iptables
+tool = iptables_read.nft_tables(Iptables("nft")) or ()
+print(json.dumps([sorted(nftdump.tables() or ()), sorted(tool)]))
+"""
+
+
+def test_the_tables_over_netlink_are_those_nft_lists(nft: Guard) -> None:
+    """nftdump.tables() (in-process, for `check`) names exactly the ip/ip6 tables `nft` lists."""
+    nft.box.run(["nft", "add table ip6 mytable; add table inet both; add table ip bare"])
+    netlink, tool = json.loads(nft.python(TABLES))
+    assert netlink == tool
+    assert ["ipv4", "bare"] in netlink
+    assert ["ipv6", "mytable"] in netlink
+    assert ["ipv4", "filter"] in netlink  # the policy's
+    assert not any(name == "both" for _, name in netlink)  # inet: neither family's own
