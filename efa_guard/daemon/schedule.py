@@ -34,12 +34,13 @@ class Schedule:
 
     hold_until: float = 0.0
     pending: list[Event] = field(default_factory=list)
-    follow_ups: list[tuple[float, str]] = field(default_factory=list)  # (when, why)
+    follow_ups: list[float] = field(default_factory=list)
     pause: Pause | None = None  # enforcement paused: observe, never correct
     pause_ends: float = 0.0  # the pause's deadline on this clock
     seen_while_paused: str = ""  # the observed hash last reported while paused
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # the step's time
-    unread: Scope | None = None  # what corrections trusted without a read-back left unread
+    # When to read what corrections trusted without a read-back left unread (None: nothing).
+    unread: tuple[float, Scope] | None = None
 
     def hold(self, until: float) -> None:
         """No check before `until` (held events wait in `pending`)."""
@@ -64,9 +65,9 @@ class Schedule:
             return self.admit([], now)
         return None
 
-    def follow_up(self, at: float, why: str = "re-check after an interface event") -> None:
+    def follow_up(self, at: float) -> None:
         """Ask for one more check at `at`."""
-        self.follow_ups.append((at, why))
+        self.follow_ups.append(at)
 
     def after_unread_correction(self, now: float, scope: Scope) -> None:
         """Read the state a correction trusted without a read-back left, LEARN_AFTER later.
@@ -74,14 +75,14 @@ class Schedule:
         `scope`: the (families, tables) it wrote. One such read owed covers them all.
         """
         if self.unread is None:
-            self.follow_up(now + LEARN_AFTER, _UNREAD)
-        self.unread = scope if self.unread is None else _union(self.unread, scope)
+            self.unread = (now + LEARN_AFTER, scope)
+        else:
+            self.unread = (self.unread[0], _union(self.unread[1], scope))
 
     def was_read(self, scope: Scope) -> None:
         """A check read `scope`: an owed read it covers is done (in a fight, the next check)."""
-        if self.unread is not None and _union(self.unread, scope) == scope:
+        if self.unread is not None and _union(self.unread[1], scope) == scope:
             self.unread = None
-            self.follow_ups = [(t, why) for t, why in self.follow_ups if why != _UNREAD]
 
     def paused(self, pause: Pause | None, ends: float = 0.0) -> None:
         """Start (or end, with None) a maintenance pause ending at `ends` on this clock."""
@@ -89,11 +90,14 @@ class Schedule:
 
     def due(self, now: float) -> list[Event]:
         """The follow-up checks owed at `now`, and the end of a pause."""
-        owed = [why for t, why in self.follow_ups if t <= now]
-        self.follow_ups = [(t, why) for t, why in self.follow_ups if t > now]
-        out = [Event(Trigger.FOLLOW_UP, detail=why, at=now) for why in owed if why != _UNREAD]
-        if _UNREAD in owed and self.unread is not None:  # only what was left unread
-            families, tables = self.unread
+        out = [
+            Event(Trigger.FOLLOW_UP, detail="re-check after an interface event", at=now)
+            for t in self.follow_ups
+            if t <= now
+        ]
+        self.follow_ups = [t for t in self.follow_ups if t > now]
+        if self.unread is not None and self.unread[0] <= now:  # only what was left unread
+            families, tables = self.unread[1]
             out.append(Event(Trigger.FOLLOW_UP, _UNREAD, at=now, families=families, tables=tables))
             self.unread = None
         if self.pause is not None and now >= self.pause_ends:
@@ -102,7 +106,9 @@ class Schedule:
 
     def next_deadline(self) -> float | None:
         """When `due` or `released` will have something."""
-        times = [t for t, _ in self.follow_ups]
+        times = list(self.follow_ups)
+        if self.unread is not None:
+            times.append(self.unread[0])
         if self.pause is not None:
             times.append(self.pause_ends)
         if self.pending:

@@ -30,15 +30,11 @@ RCVBUF = 32 << 20
 RECV_BUFFER = 1 << 20  # nf_tables batches its events into datagrams of a page at most
 
 
-class NetlinkSocket(Protocol):
+class NetlinkSocket(nftfilter.Filterable, Protocol):
     """What the watcher needs of a subscribed socket (a fake in unit tests)."""
 
     def recv_into(self, buffer: bytearray, /) -> int:
         """One datagram into `buffer`; TimeoutError now and then so that stop() is noticed."""
-        ...
-
-    def setsockopt(self, level: int, optname: int, value: bytes, /) -> None:
-        """Set a socket option (the table filter)."""
         ...
 
     def close(self) -> None:

@@ -59,13 +59,12 @@ class Transaction:
     """What one nf_tables transaction touched in our tables, accumulated until its NEWGEN."""
 
     tables: set[str] = field(default_factory=set)
-    chains: set[str] = field(default_factory=set)
     families: set[str] = field(default_factory=set)
-    raw_chains: set[bytes] = field(default_factory=set)  # NUL-terminated, decoded at the end
+    raw_chains: set[bytes] = field(default_factory=set)  # as the attributes hold them
 
-    def all_chains(self) -> set[str]:
-        """Every chain named, the raw ones decoded."""
-        return self.chains | {netlink.cstring(raw) for raw in self.raw_chains} - {""}
+    def chains(self) -> set[str]:
+        """Every chain named, decoded once at the end."""
+        return {netlink.cstring(raw) for raw in self.raw_chains} - {""}
 
 
 @dataclass
@@ -156,10 +155,9 @@ class Decoder:
             return
         self.current.tables.add(table)
         self.current.families.add(_FAMILY_NAMES.get(family, "inet"))
-        if chain_attr is not None:
-            chain = netlink.cstring(found.get(chain_attr))
-            if chain:
-                self.current.chains.add(chain)
+        raw = found.get(chain_attr) if chain_attr is not None else None
+        if raw:
+            self.current.raw_chains.add(raw)
 
     def _commit(self, data: bytes, body: int, end: int) -> Event | None:
         """A NEWGEN: the transaction is over; describe it with its own committer."""
@@ -172,7 +170,7 @@ class Decoder:
         if pid is not None and self.own_pid(pid):
             return None
         name = netlink.cstring(found.get(NFTA_GEN_PROC_NAME)) or None
-        chains = txn.all_chains()
+        chains = txn.chains()
         kube = any(c.startswith("KUBE-") for c in chains) or name == "kube-proxy"
         touched = ", ".join(sorted(chains or txn.tables))
         return Event(

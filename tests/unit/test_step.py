@@ -236,17 +236,19 @@ def test_a_correction_trusted_unread_is_read_soon_after() -> None:
         clock.now += 0.01
     assert rec.status.counts.corrections == 3
     # Each check read what the trusted correction before it left: one read is owed, the last's.
-    (owed,) = rec.schedule.follow_ups
-    assert owed[0] == pytest.approx(clock.now - 0.01 + LEARN_AFTER)
+    assert rec.schedule.follow_ups == []  # owed reads are not interface follow-ups
+    owed = rec.schedule.next_deadline()
+    assert owed is not None
+    assert owed == pytest.approx(clock.now - 0.01 + LEARN_AFTER)
     reads = ipt.reads
-    clock.now = owed[0]
+    clock.now = owed
     (follow_up,) = rec.schedule.due(clock.now)
     assert follow_up.trigger is Trigger.FOLLOW_UP
     assert (follow_up.families, follow_up.tables) == (ipv4, table)  # only what it left
     rec.handle([follow_up])
     assert ipt.reads - reads == 1  # the state is read, and found in place
     assert rec.status.counts.corrections == 3
-    assert rec.schedule.follow_ups == []
+    assert rec.schedule.next_deadline() is None
     assert rec.schedule.unread is None
 
 
@@ -256,9 +258,10 @@ def test_an_owed_read_is_done_only_by_a_check_that_covers_it() -> None:
     filter4 = (frozenset({"ipv4"}), frozenset({"filter"}))
     s.after_unread_correction(10.0, filter4)
     s.after_unread_correction(10.05, (frozenset({"ipv6"}), frozenset({"filter"})))
-    assert len(s.follow_ups) == 1  # one read owed for both
+    assert s.unread is not None
+    assert s.unread[1] == (frozenset({"ipv4", "ipv6"}), frozenset({"filter"}))  # one read, both
     s.was_read(filter4)
     assert s.next_deadline() == pytest.approx(10.0 + LEARN_AFTER)
     s.was_read((frozenset({"ipv4", "ipv6"}), frozenset({"filter", "raw"})))
-    assert s.follow_ups == []
+    assert s.unread is None
     assert s.next_deadline() is None
