@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from efa_guard import legacyblob, nftdump
+from efa_guard import legacyshot, nftdump
 from efa_guard.iptables import Iptables
 from efa_guard.reach import Fetch, NotEvaluatedError
 
@@ -28,8 +28,6 @@ Key = tuple[str, str, str]  # (family, table, chain)
 # about 10k rules a second, so it could not be read in time; counting its first rules over
 # netlink (nftdump) takes about a millisecond, where starting the read costs the budget.
 TOO_BIG = 500
-LEGACY_RULE_BYTES = 256  # bytes a legacy rule takes: 152 bare, ~450 as kube-proxy writes REJECTs
-_BUILTIN = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 _REAP = 1.0  # seconds to wait for an ended read to be collected
 
 
@@ -99,16 +97,15 @@ def _too_big(ipt: Iptables, key: Key) -> bool:
     """Whether a foreign chain is known to be too long to read within a budget.
 
     nft: its first TOO_BIG + 1 rules counted over netlink. legacy, one-shot (`check`): its
-    rules counted in the save of its table, which the prefetch read. legacy, the daemon's
-    survey (whose reads keep no whole table): its entries' bytes in one in-process copy of
-    the table, against TOO_BIG rules of LEGACY_RULE_BYTES (so 280 to 840 rules, by size).
+    rules counted in the save of its table or in the table's copy, whichever the prefetch
+    read. legacy, the daemon's survey (whose reads keep no whole table): its first TOO_BIG + 1
+    entries walked in one in-process copy of the table.
     """
     if ipt.kind == "nft":
         return nftdump.holds_more_than(key, TOO_BIG) is True
-    if ipt.memo is not None:  # `check`: a table read once is kept whole, and counted in
+    if ipt.memo is not None:  # `check`: each table is read once, and counted in
         return ipt.reads.rules_over(key, TOO_BIG)
-    span = legacyblob.chain_span(*key) if key[2] not in _BUILTIN else None
-    return span is not None and span > TOO_BIG * LEGACY_RULE_BYTES
+    return legacyshot.holds_more_than(*key, TOO_BIG) is True
 
 
 def _end_children(thread_id: int | None) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from efa_guard import iptables_read, nftdump
+from efa_guard import iptables_proc, iptables_read, nftdump
 from efa_guard.errors import ReadCommandError
 from efa_guard.iptables_proc import KINDS, Activity, Kind, Tools, which
 from efa_guard.iptables_read import READ_ATTEMPTS, Key, Memo, MemoReads, Unprintable
@@ -193,7 +193,7 @@ class Iptables(Tools):
         Asked over netlink in-process; the `nft` tool only when that fails.
         """
         found = nftdump.tables()
-        return found if found is not None else iptables_read.nft_tables(self)
+        return found if found is not None else iptables_proc.nft_tables(self)
 
     def notes(self) -> tuple[str, ...]:
         """What the last reads found that iptables itself cannot show (check warns)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from efa_guard.errors import CommandError, IptablesMissingError, PrivilegeError
+from efa_guard.errors import (
+    CommandError,
+    IptablesMissingError,
+    PrivilegeError,
+    ReadCommandError,
+)
 from efa_guard.rundir import safe_dir
 
 Kind = Literal["nft", "legacy"]
@@ -200,3 +206,25 @@ def is_race(rc: int, stderr: str, text: str) -> bool:
     lines = text.splitlines()
     n = int(m.group(1))
     return 0 < n <= len(lines) and lines[n - 1].startswith("-D ")
+
+
+def nft_tables(tools: Tools) -> frozenset[tuple[str, str]] | None:
+    """The ("ipv4", "filter")-style tables nf_tables has; None without nft (assume all)."""
+    nft = which("nft")
+    if nft is None:
+        return None
+    argv = [nft, "-j", "list", "tables"]
+    stdout, err, rc = tools.run(argv)
+    raise_for_privilege(argv, rc, stdout, err)
+    try:
+        if rc != 0:
+            raise ValueError(err.strip())  # noqa: TRY301 - one place turns it into evidence
+        items = json.loads(stdout)["nftables"]
+        families = {"ip": "ipv4", "ip6": "ipv6"}
+        return frozenset(
+            (families[t["table"]["family"]], t["table"]["name"])
+            for t in items
+            if "table" in t and t["table"].get("family") in families
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from efa_guard import nftdump
 from efa_guard.errors import PrivilegeError, ReadCommandError, ReadError, UnstableReadError
 from efa_guard.iptables_proc import Tools, raise_for_privilege, which
+from efa_guard.legacyshot import Copies
 from efa_guard.nftchain import NftChain, NftParseError, parse_chain
 from efa_guard.nftgen import generation
 from efa_guard.observe import ParseError, save_listings
@@ -63,11 +63,13 @@ class MemoReads:
     part: set[tuple[str, str]] = field(default_factory=set)
     # legacy, one-shot: the save of each table read whole; its chains are taken when asked for
     texts: dict[tuple[str, str], str] = field(default_factory=dict)
+    copies: Copies | None = None  # legacy, one-shot: each table's kernel copy (legacyshot)
 
     def pending(self, memo: Memo, requests: Sequence[Key]) -> dict[tuple[str, str], list[Key]]:
         """legacy: the requests still to read, by table (a table kept whole answers at once)."""
         if self.of is not memo:
             self.of, self.whole, self.part, self.texts = memo, set(), set(), {}
+            self.copies = None
         groups: dict[tuple[str, str], list[Key]] = {}
         for r in dict.fromkeys(requests):
             if r[:2] in self.whole and r not in memo:  # a chain not declared does not exist
@@ -79,8 +81,8 @@ class MemoReads:
     def rules_over(self, key: Key, limit: int) -> bool:
         """legacy: a chain of a table read whole holds more than `limit` rules (by search)."""
         text = self.texts.get(key[:2])
-        if text is None:
-            return False
+        if text is None:  # counted in the table's copy when there is one
+            return bool(self.copies and self.copies.over(key, limit))
         needle, at = f"\n-A {key[2]} ", -1
         for _ in range(limit + 1):
             at = text.find(needle, at + 1)
@@ -185,6 +187,12 @@ def _nft_chain(
     return parsed.listing()
 
 
+def _copies(tools: Tools, seen: MemoReads) -> Copies:
+    if seen.copies is None:
+        seen.copies = Copies(lambda family: tools.binary("iptables-save", family))
+    return seen.copies
+
+
 def read_legacy(
     tools: Tools, memo: Memo, requests: Sequence[Key], seen: MemoReads, *, lean: bool = False
 ) -> None:
@@ -196,10 +204,15 @@ def read_legacy(
     (measured at 50k rules: the save of kube-proxy's nat table and parsing it cost more
     than the -S of KUBE-NODEPORTS the check needs). From a save only the requested chains
     are taken, by string search (a 50k-rule table is not parsed line by line); without
-    `lean` (one-shot commands) the save is kept and later requests are taken from it.
+    `lean` (one-shot commands) the save is kept and later requests are taken from it, and
+    first each table is copied in-process: its chains come from the listings store when it
+    holds them all (no process; see legacyshot), and what a save shows is learned.
     """
     groups, part = seen.pending(memo, requests), seen.part
-    saves = [t for t, keys in groups.items() if len(keys) > 1 or t in part]
+    copies = None if lean else _copies(tools, seen)
+    if copies is not None:
+        groups = {t: keys for t, keys in groups.items() if not copies.answer(memo, t, keys)}
+    saves = [t for t, k in groups.items() if len(k) > 1 or t in part or (copies and copies.has(t))]
     singles = [keys[0] for t, keys in groups.items() if t not in saves]
     argvs = [[tools.binary("iptables-save", f), "-t", t] for f, t in saves]
     argvs += [tools.argv(t, "-S", c, family=f) for f, t, c in singles]
@@ -218,6 +231,9 @@ def read_legacy(
         else:
             family, table = key[0], key[1]
             wanted = {c for f, t, c in requests if (f, t) == (family, table)}
+            if copies is not None:  # chains answered before, from this save too: one state
+                wanted.update(c for f, t, c in memo if (f, t) == (family, table))
+                copies.saved((family, table))
             try:
                 chains = save_listings(stdout, table, wanted)
             except ParseError as e:
@@ -226,25 +242,5 @@ def read_legacy(
             if not lean:
                 seen.whole.add((family, table))
                 seen.texts[(family, table)] = stdout
-
-
-def nft_tables(tools: Tools) -> frozenset[tuple[str, str]] | None:
-    """The ("ipv4", "filter")-style tables nf_tables has; None without nft (assume all)."""
-    nft = which("nft")
-    if nft is None:
-        return None
-    argv = [nft, "-j", "list", "tables"]
-    stdout, err, rc = tools.run(argv)
-    raise_for_privilege(argv, rc, stdout, err)
-    try:
-        if rc != 0:
-            raise ValueError(err.strip())  # noqa: TRY301 - one place turns it into evidence
-        items = json.loads(stdout)["nftables"]
-        families = {"ip": "ipv4", "ip6": "ipv6"}
-        return frozenset(
-            (families[t["table"]["family"]], t["table"]["name"])
-            for t in items
-            if "table" in t and t["table"].get("family") in families
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise ReadCommandError(argv, rc, stdout, f"{err} {e}".strip()) from e
+    if copies is not None:
+        copies.learn(memo, requests)

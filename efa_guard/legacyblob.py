@@ -23,14 +23,14 @@ from dataclasses import dataclass
 _GET_INFO, _GET_ENTRIES = 64, 65  # IPT_SO_GET_INFO/ENTRIES; IP6T_ the same at IPPROTO_IPV6
 _INFO = struct.Struct("=32sI5I5III")  # struct ipt_getinfo (ip6t_getinfo is the same)
 _HEAD = 40  # struct ipt_get_entries: name[32], u32 size, entries aligned to 8
-_HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 _TARGET = struct.Struct("=H29sB")  # xt_entry_target's user header: size, name, revision
 _TARGET_HEAD = 32  # sizeof(struct xt_entry_target)
 _STANDARD = 40  # XT_ALIGN(sizeof(struct xt_standard_target)): header + int verdict
 _ERROR = 64  # XT_ALIGN(sizeof(struct xt_error_target)): header + errorname[30]
 _OFFSETS = struct.Struct("=HH")  # target_offset, next_offset
 _MAX_SIZE = 1 << 28  # a table blob larger than 256 MB is not read here
-_MISSING = b"\0missing\0"
+MISSING = b"\0missing\0"  # what chain_bytes says of a chain not there
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _getsockopt(sock: socket.socket, level: int, opt: int, buf: bytearray) -> by
     return buf
 
 
-def _target(blob: Blob, at: int) -> tuple[int, int, int, bytes]:
+def entry_at(blob: Blob, at: int) -> tuple[int, int, int, bytes]:
     """(target_offset, next_offset, target_size, target name) of the entry at `at`."""
     e, data = blob.layout, blob.entries
     if at % 8 or at < 0 or at + e.entry > len(data):
@@ -119,7 +119,7 @@ def _target(blob: Blob, at: int) -> tuple[int, int, int, bytes]:
 
 def _head_name(blob: Blob, at: int) -> bytes | None:
     """The chain name if the entry at `at` is a user chain's head (an ERROR entry), else None."""
-    to, _, size, name = _target(blob, at)
+    to, _, size, name = entry_at(blob, at)
     if name != b"ERROR":
         return None
     if to != blob.layout.entry or size != _ERROR:
@@ -138,7 +138,7 @@ def _chain(blob: Blob, start: int, stop: int | None, heads: dict[bytes, int]) ->
     names: list[bytes] = []
     at = start
     while True:
-        to, nxt, size, name = _target(blob, at)
+        to, nxt, size, name = entry_at(blob, at)
         if at != start and stop is None and name == b"ERROR":
             break  # the next chain's head, or the table's final ERROR entry
         entry = bytearray(data[at : at + nxt])
@@ -191,10 +191,10 @@ def chain_bytes(blob: Blob, chain: str, heads: dict[bytes, int]) -> bytes:
     `heads`: user chains' head offsets known from jumps already followed (a scan of the
     whole blob finds the others: ~9 ms at 50k rules). Fills it with the jumps it follows.
     """
-    hook = _HOOKS.index(chain) if chain in _HOOKS else -1
+    hook = HOOKS.index(chain) if chain in HOOKS else -1
     if hook >= 0 and blob.valid_hooks & (1 << hook):
         start, policy = blob.hook_entry[hook], blob.underflow[hook]
-        to, _, size, name = _target(blob, policy)
+        to, _, size, name = entry_at(blob, policy)
         if name or size != _STANDARD or to != blob.layout.entry:
             raise DoubtError(policy)  # a built-in chain ends with its policy entry
         return _chain(blob, start, policy, heads)
@@ -202,29 +202,9 @@ def chain_bytes(blob: Blob, chain: str, heads: dict[bytes, int]) -> bytes:
     if head < 0:
         found = user_chain(blob, chain)
         if found is None:
-            return _MISSING
+            return MISSING
         head = found
     return _chain(blob, head, None, heads)
-
-
-def chain_span(family: str, table: str, chain: str) -> int | None:
-    """Bytes a user chain's entries take in the table (its head to the next), now.
-
-    None when the table or the chain cannot be read or trusted. One copy of the table: ~30 ms
-    at 50k rules, against the ~23 MB of text `iptables-legacy -S` would print and the walk.
-    """
-    try:
-        blob = read_blob(family, table)
-        head = user_chain(blob, chain)
-        if head is None:
-            return None
-        pattern = _TARGET.pack(_ERROR, b"ERROR", 0)
-        hit = blob.entries.find(pattern, head + blob.layout.entry + 1)
-        if hit < 0:
-            return None
-        return hit - blob.layout.entry - head
-    except (OSError, DoubtError, struct.error, ValueError, KeyError):
-        return None
 
 
 def fingerprint(family: str, table: str, chains: Sequence[str]) -> bytes | None:
@@ -234,7 +214,7 @@ def fingerprint(family: str, table: str, chains: Sequence[str]) -> bytes | None:
         h = hashlib.sha256(f"{family} {table}".encode())
         heads: dict[bytes, int] = {}
         # Built-in chains first: their jumps locate the user chains without a scan.
-        for chain in sorted(set(chains), key=lambda c: (c not in _HOOKS, c)):
+        for chain in sorted(set(chains), key=lambda c: (c not in HOOKS, c)):
             body = chain_bytes(blob, chain, heads)
             h.update(b"%s %d\0" % (chain.encode(), len(body)))
             h.update(body)

@@ -149,9 +149,9 @@ print(json.dumps(out))
 
 TABLES = """
 import json
-from efa_guard import iptables_read, nftdump
+from efa_guard import iptables_proc, nftdump
 from efa_guard.iptables import Iptables
-tool = iptables_read.nft_tables(Iptables("nft")) or ()
+tool = iptables_proc.nft_tables(Iptables("nft")) or ()
 print(json.dumps([sorted(nftdump.tables() or ()), sorted(tool)]))
 """
 
