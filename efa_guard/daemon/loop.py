@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from efa_guard.catalog import EventKind
+from efa_guard.daemon.memory import Trimmer
 from efa_guard.daemon.publish import Publisher
 from efa_guard.daemon.step import Reconciler
 from efa_guard.daemon.survey import ExposureWatch
@@ -30,6 +31,7 @@ class Loop:
     publisher: Publisher
     events: queue.SimpleQueue[Event] = field(default_factory=queue.SimpleQueue)
     last_event: float = float("-inf")  # time.monotonic() the last burst ended
+    trimmer: Trimmer = field(default_factory=Trimmer)  # free heap pages back after work
 
     def install_signals(self) -> None:
         """SIGHUP reloads, SIGUSR1 logs the status, SIGUSR2 re-reads the pause, SIGTERM stops."""
@@ -96,6 +98,7 @@ class Loop:
             self.publisher.publish()
             if batch:
                 next_timer = self._timer_after(now)
+                self.trimmer.after_work(clock())
 
     def status_text(self) -> str:
         """Systemd's StatusText: what is enforced, and anything an operator must know."""

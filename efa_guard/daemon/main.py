@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import os
 import queue
@@ -16,6 +14,7 @@ from efa_guard import lastgood
 from efa_guard.backends import choose
 from efa_guard.catalog import EventKind
 from efa_guard.daemon.loop import Loop
+from efa_guard.daemon.memory import return_big_buffers
 from efa_guard.daemon.publish import Publisher
 from efa_guard.daemon.reload import ThreadLoader
 from efa_guard.daemon.report import Reporter
@@ -29,7 +28,6 @@ from efa_guard.notify import Notifier
 from efa_guard.rundir import clear_backend, write_backend
 from efa_guard.sources import Source, start_sources, stop_sources
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt(3)
 EXIT_NOT_CONFIGURED = 6  # LSB: no usable config at all; a restart cannot help
 
 
@@ -49,23 +47,6 @@ def load_or_fallback(path: Path) -> tuple[configmod.Config, Status, ConfigError 
         return found.config, Status(source=found.source, rejected=rejected), e
 
 
-def _return_big_buffers() -> None:
-    """Have glibc give buffers of 4 MiB and more back to the kernel when they are freed.
-
-    Its default threshold rises each time such a buffer is freed, after which a legacy table's
-    copy or a save's text (tens of MB at 50k rules) stays in the heap for good: measured, the
-    daemon's RSS grew by ~50 MB at the first check of a 50k-rule table. Not lower: buffers of
-    a MiB or so (netlink dumps, listings) would be mapped and faulted in afresh each time.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
-        # Fixing it also fixes the trim threshold at 128 KiB: the heap would shrink and grow
-        # again around every such buffer. Keep what is below 8 MiB instead (measured with the
-        # nf_tables source's reused buffer: 1 MiB or 128 KiB saved no RSS).
-        libc.mallopt(_M_TRIM_THRESHOLD, 8 << 20)
-
-
 def _freeze_startup_objects() -> None:
     """Keep the collector off what startup built (modules, classes, the config): for good.
 
@@ -79,7 +60,7 @@ def _freeze_startup_objects() -> None:
 
 def run(path: Path, log: Logger) -> int:
     """Run until SIGTERM/SIGINT; the policy stays in place on exit."""
-    _return_big_buffers()
+    return_big_buffers()
     try:
         cfg, status, broken = load_or_fallback(path)
     except ConfigError as e:
@@ -148,6 +129,7 @@ def run(path: Path, log: Logger) -> int:
     exposure.maybe_survey(rec.config, force=True)
     publisher.publish()
     _freeze_startup_objects()
+    loop.trimmer.after_work(time.monotonic())  # what startup freed
     reason = loop.run()
     log.info(
         EventKind.STOPPING,

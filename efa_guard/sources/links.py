@@ -108,9 +108,9 @@ class LinkWatcher:
 
     def _subscribe(self) -> Any:  # noqa: ANN401 - pyroute2's IPRoute is untyped
         # pyroute2 >= 0.9 binds its event loop to the thread that creates the socket.
-        from pyroute2 import IPRoute  # noqa: PLC0415 - heavy import, daemon only
+        from efa_guard.sources.pyroute import iproute_class  # noqa: PLC0415 - daemon only
 
-        ipr = IPRoute()
+        ipr = iproute_class()()
         try:
             ipr.bind(groups=RTMGRP_LINK)
             # After a failure this dump reports what changed while we were not looking.
