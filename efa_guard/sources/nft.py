@@ -10,12 +10,12 @@ from __future__ import annotations
 import errno
 import socket
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from efa_guard.events import Event, Trigger
 from efa_guard.sources import Emit, nftfilter
-from efa_guard.sources.nftdecode import Decoder, config_families
+from efa_guard.sources.nftdecode import Decoder, config_chains, config_families
 from efa_guard.sources.retry import Stopped, resubscribe
 
 if TYPE_CHECKING:
@@ -75,7 +75,12 @@ class NftWatcher:
         open_socket: Callable[[], NetlinkSocket] = subscribe,
     ) -> None:
         self.emit = emit
-        self.decoder = Decoder(config_families(config), frozenset(config.policy.tables), own_pid)
+        self.decoder = Decoder(
+            config_families(config),
+            frozenset(config.policy.tables),
+            own_pid,
+            chains=config_chains(config),
+        )
         self.open_socket = open_socket
         self.sock: NetlinkSocket | None = None
         self.stopped = threading.Event()
@@ -85,7 +90,12 @@ class NftWatcher:
         self.buffer = bytearray(RECV_BUFFER)
         self.filtered = False  # whether the kernel drops foreign tables' datagrams (nftfilter)
 
-    def _filter(self, sock: NetlinkSocket, tables: Collection[str] | None = None) -> None:
+    def _filter(
+        self,
+        sock: NetlinkSocket,
+        tables: Collection[str] | None = None,
+        chains: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
         """Have the kernel drop datagrams of foreign tables; without it the decoder does it all.
 
         A filter that could not be replaced must not stay: one for the old tables would drop
@@ -93,7 +103,9 @@ class NftWatcher:
         subscribes afresh, unfiltered at worst, and asks for a full check).
         """
         try:
-            nftfilter.attach(sock, self.decoder.tables if tables is None else tables)
+            if tables is None:
+                tables, chains = self.decoder.tables, self.decoder.chains
+            nftfilter.attach(sock, tables, chains)
         except (OSError, ValueError):
             self.filtered = False
             try:
@@ -122,10 +134,12 @@ class NftWatcher:
 
         The filter first: a table added is not dropped by the kernel once the decoder knows it.
         """
-        sock = self.sock
+        sock, chains = self.sock, config_chains(config)
         if sock is not None:
-            self._filter(sock, config.policy.tables)
-        self.decoder.follow(tables=config.policy.tables, families=config_families(config))
+            self._filter(sock, config.policy.tables, chains)
+        self.decoder.follow(
+            tables=config.policy.tables, families=config_families(config), chains=chains
+        )
 
     def run(self) -> None:
         """The thread body: read, decode, emit; re-subscribe after any socket error."""

@@ -6,13 +6,20 @@ resync is ~20,000 messages in ~100 ms, nearly all of them rules of tables we do 
 at C speed), and inside a transaction of ours a foreign message is dropped on its first
 attribute (the table name, compared as raw bytes). A NEWGEN message ends each transaction
 and names the process that committed it; each Event describes exactly that transaction.
+With watched chains (config_chains), a message of our table naming a chain the policy
+neither owns nor hooks in that table (kube-proxy's own chains in `filter`) is dropped like a
+foreign table's: no such change can alter our chains or where they are jumped to, and the
+kernel-side filter (nftfilter) drops the same messages. A message of ours naming no chain (a
+table's) always counts. A transaction is kube-proxy's when it names a KUBE- chain, when a
+rule of a watched chain names one (kube-proxy's jumps from INPUT), or when its process is
+called kube-proxy.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,6 +56,14 @@ _FAMILY_NAMES: dict[int, str] = {int(socket.AF_INET): "ipv4", int(socket.AF_INET
 _FAMILY_NUMBERS = {"ipv4": int(socket.AF_INET), "ipv6": int(socket.AF_INET6)}
 
 
+def config_chains(config: Config) -> dict[str, frozenset[str]]:
+    """Per table, the chains whose changes matter: the policy's own, and their hook chains."""
+    return {
+        t: frozenset(n for c in config.policy.chains_in(t) for n in (c.name, c.hook))
+        for t in config.policy.tables
+    }
+
+
 def config_families(config: Config) -> frozenset[int]:
     """The nfgenmsg families whose tables concern this config (inet tables always do)."""
     return frozenset(_FAMILY_NUMBERS[f] for f in config.policy.families) | {NFPROTO_INET}
@@ -61,6 +76,7 @@ class Transaction:
     tables: set[str] = field(default_factory=set)
     families: set[str] = field(default_factory=set)
     raw_chains: set[bytes] = field(default_factory=set)  # as the attributes hold them
+    kube: bool = False  # a rule of a watched chain names a KUBE- chain (kube-proxy's jumps)
 
     def chains(self) -> set[str]:
         """Every chain named, decoded once at the end."""
@@ -74,17 +90,27 @@ class Decoder:
     families: frozenset[int]
     tables: frozenset[str]
     own_pid: Callable[[int], bool]
+    chains: Mapping[str, Collection[str]] | None = None  # watched, by table; None: every chain
     current: Transaction = field(default_factory=Transaction)
     skipped: int = 0  # messages of tables we do not manage, dropped on their table name
     skimmed: int = 0  # datagrams dropped whole: no table name of ours anywhere in them
+    unwatched: int = 0  # messages of our tables dropped on their chain (not watched)
 
     def __post_init__(self) -> None:
-        self.follow(tables=self.tables, families=self.families)
+        self.follow(tables=self.tables, families=self.families, chains=self.chains)
 
-    def follow(self, *, tables: Collection[str], families: Collection[int]) -> None:
-        """Take new tables and families (a reloaded config); one assignment each: thread-safe."""
+    def follow(
+        self,
+        *,
+        tables: Collection[str],
+        families: Collection[int],
+        chains: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
+        """Take new tables, families, chains (a reload); one assignment each: thread-safe."""
         self.tables = frozenset(tables)
         self.families = frozenset(families)
+        self.chains = chains
+        self._watched = None if chains is None else _raw_names(chains)
         self._keys = {t.encode() + b"\0": t for t in self.tables}
         # The bare names: a needle holding NUL or other bytes as common in netlink data makes
         # the search several times slower. A name that also occurs elsewhere (a comment) only
@@ -135,15 +161,25 @@ class Decoder:
         self, msg: int, table: str, family: int, raw: bytes, data: bytes, body: int, end: int
     ) -> None:
         """A message of our `table` (`raw`: its attribute's payload): note it, and its chain."""
-        txn = self.current
-        txn.tables.add(table)
-        txn.families.add(_FAMILY_NAMES.get(family, "inet"))
         if msg in _RULE_TYPES:  # the bulk: the chain is the second attribute
             second = netlink.first_attr(data, body + ((len(raw) + 7) & ~3), end)
             if second is not None and second[0] == _CHAIN_ATTR[msg]:
+                if not self._watches(table, second[1]):
+                    self.unwatched += 1
+                    return
+                txn = self.current
+                txn.tables.add(table)
+                txn.families.add(_FAMILY_NAMES.get(family, "inet"))
                 txn.raw_chains.add(second[1])
+                if data.find(b"KUBE-", body, end) >= 0:
+                    txn.kube = True
                 return
         self._touch(msg, family, data, body, end)
+
+    def _watches(self, table: str, raw: bytes) -> bool:
+        """Whether a message of our `table` naming chain `raw` (payload) counts."""
+        watched = self._watched
+        return watched is None or raw in watched.get(table, ())
 
     def _touch(self, msg: int, family: int, data: bytes, body: int, end: int) -> None:
         chain_attr = _CHAIN_ATTR[msg]
@@ -153,9 +189,12 @@ class Decoder:
         if table not in self.tables:
             self.skipped += 1
             return
+        raw = found.get(chain_attr) if chain_attr is not None else None
+        if raw and not self._watches(table, raw):
+            self.unwatched += 1
+            return
         self.current.tables.add(table)
         self.current.families.add(_FAMILY_NAMES.get(family, "inet"))
-        raw = found.get(chain_attr) if chain_attr is not None else None
         if raw:
             self.current.raw_chains.add(raw)
 
@@ -171,7 +210,7 @@ class Decoder:
             return None
         name = netlink.cstring(found.get(NFTA_GEN_PROC_NAME)) or None
         chains = txn.chains()
-        kube = any(c.startswith("KUBE-") for c in chains) or name == "kube-proxy"
+        kube = txn.kube or any(c.startswith("KUBE-") for c in chains) or name == "kube-proxy"
         touched = ", ".join(sorted(chains or txn.tables))
         return Event(
             Trigger.KUBE_PROXY if kube else Trigger.RULE_CHANGE,
@@ -182,3 +221,8 @@ class Decoder:
             families=None if "inet" in txn.families else frozenset(txn.families),
             tables=frozenset(txn.tables),
         )
+
+
+def _raw_names(chains: Mapping[str, Collection[str]]) -> dict[str, frozenset[bytes]]:
+    """Chain names as the attributes hold them (NUL-terminated), by table."""
+    return {t: frozenset(c.encode() + b"\0" for c in names) for t, names in chains.items()}

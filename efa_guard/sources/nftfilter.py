@@ -12,8 +12,12 @@ Anything unexpected (a message past the end, a length over 64 KiB, a first attri
 than the table name, more messages than the program unrolls) keeps the datagram: the decoder
 then decides, as it did before. A NEWGEN always passes (it ends a transaction).
 
-Classic BPF reads 16- and 32-bit words in network byte order, netlink's are in host order
-(little-endian here): constants are byte-swapped to match, lengths are assembled from bytes.
+With watched chains (the decoder's, by table), a rule or chain message of our table whose
+chain name (its second attribute, where the kernel writes it) is not watched in that table
+is foreign too, as the decoder has it: kube-proxy's resyncs of its own chains in `filter`
+are dropped here as well. A program whose chain tests would not fit filters on tables only.
+
+Netlink lengths are little-endian words; they are assembled from bytes (see cbpf).
 """
 
 from __future__ import annotations
@@ -22,35 +26,60 @@ import ctypes
 import errno
 import socket
 import struct
-import sys
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
+from efa_guard.sources.cbpf import (
+    ADD,
+    ALU,
+    AND,
+    BPF_MAXINSNS,
+    IND,
+    JA,
+    JEQ,
+    JGE,
+    JMP,
+    LD,
+    LDX,
+    LEN,
+    LSH,
+    M_MSGLEN,
+    MEM,
+    MISC,
+    NLA_HDR,
+    RET,
+    ST,
+    STX,
+    SUB,
+    TAX,
+    B,
+    H,
+    Insn,
+    K,
+    W,
+    X,
+    assemble,
+    name_test,
+    swap16,
+)
+
+__all__ = ["ACCEPT", "BPF_MAXINSNS", "DROP", "JA", "JMP", "RET", "attach", "detach", "program"]
+
 SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
-BPF_MAXINSNS = 4096
-
-# Opcodes (linux/filter.h, linux/bpf_common.h).
-LD, LDX, ST, STX, ALU, JMP, RET, MISC = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
-W, H, B = 0x00, 0x08, 0x10
-IND, MEM, LEN = 0x40, 0x60, 0x80
-ADD, SUB, AND, LSH = 0x00, 0x10, 0x50, 0x60
-JA, JEQ, JGE = 0x00, 0x10, 0x30
-K, X = 0x00, 0x08
-TAX = 0x00
-
 NFNL_SUBSYS_NFTABLES = 10
 # The message types the decoder reads (table, chain, rule: new and delete) and NEWGEN.
 TABLE_TYPES = (0, 2, 3, 5, 6, 8)
+CHAIN_TYPES, RULE_TYPES = (3, 5), (6, 8)  # their chain name: attribute 3 and 2
 NEWGEN = 15
-NLMSG_HDR, NFGENMSG, NLA_HDR = 16, 4, 4
+NLMSG_HDR, NFGENMSG = 16, 4
 ATTR_AT = NLMSG_HDR + NFGENMSG  # the first attribute of a message
-NFTA_TABLE = 1
+NFTA_TABLE, NFTA_RULE_CHAIN, NFTA_CHAIN_NAME = 1, 2, 3
 ACCEPT, DROP = 0xFFFFFFFF, 0
 MAX_MESSAGES = 96  # a datagram holding more is kept (decided in userspace)
+CHAIN_BLOCK_MAX = 250  # instructions per message with chain tests; more: tables only
 
-# Scratch memory slots.
-M_LEN, M_HIGH, M_OFF, M_MSGLEN = 0, 1, 2, 3
+# Scratch memory slots (M_MSGLEN, 3, is cbpf's).
+M_LEN, M_HIGH, M_OFF = 0, 1, 2
 
 
 class Filterable(Protocol):
@@ -61,49 +90,38 @@ class Filterable(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Insn:
-    """One instruction; jump targets are labels until assembled."""
-
-    code: int
-    k: int = 0
-    jt: str | None = None
-    jf: str | None = None
-    label: str | None = None  # a label this instruction carries (the jump target)
+def _types(kinds: Sequence[int]) -> list[int]:
+    return [swap16((NFNL_SUBSYS_NFTABLES << 8) | t) for t in kinds]
 
 
-def _swap16(value: int) -> int:
-    return int.from_bytes(value.to_bytes(2, sys.byteorder), "big")
-
-
-def _table_test(name: str, block: int, index: int, accept: str) -> list[Insn]:
-    """Accept when the first attribute is exactly `name` (length and bytes); else go on."""
-    raw = name.encode() + b"\0"
-    attr_len = NLA_HDR + len(raw)
-    miss = f"b{block}t{index + 1}"
+def _watch(block: int, index: int, table: str, chains: Sequence[str]) -> list[Insn]:
+    """Our `table` matched: keep its rule or chain message only if it names a watched chain."""
+    w, accept, nxt = f"b{block}w{index}", f"b{block}acc", f"b{block}next"
+    second = ATTR_AT + ((NLA_HDR + len(table.encode()) + 1 + 3) & ~3)
+    rules, chain_msgs = _types(RULE_TYPES), _types(CHAIN_TYPES)
     out = [
-        Insn(LD | MEM, M_MSGLEN, label=f"b{block}t{index}"),
-        Insn(JMP | JGE | K, ATTR_AT + attr_len, None, miss),
-        Insn(LD | H | IND, ATTR_AT),
-        Insn(JMP | JEQ | K, _swap16(attr_len), None, miss),
+        Insn(LD | H | IND, 4, label=w),
+        Insn(JMP | JEQ | K, rules[0], f"{w}r", None),
+        Insn(JMP | JEQ | K, rules[1], f"{w}r", None),
+        Insn(JMP | JEQ | K, chain_msgs[0], f"{w}c", None),
+        Insn(JMP | JEQ | K, chain_msgs[1], f"{w}c", accept),  # a table message: keep
     ]
-    at = ATTR_AT + NLA_HDR
-    while raw:
-        size = 4 if len(raw) >= 4 else 2 if len(raw) >= 2 else 1
-        chunk, raw = raw[:size], raw[size:]
+    for tag, attr in (("r", NFTA_RULE_CHAIN), ("c", NFTA_CHAIN_NAME)):
         out += [
-            Insn(LD | {4: W, 2: H, 1: B}[size] | IND, at),
-            Insn(JMP | JEQ | K, int.from_bytes(chunk, "big"), None, miss),
+            Insn(LD | MEM, M_MSGLEN, label=f"{w}{tag}"),
+            Insn(JMP | JGE | K, second + NLA_HDR, None, accept),
+            Insn(LD | H | IND, second + 2),
+            Insn(JMP | JEQ | K, swap16(attr), f"{w}n0", accept),  # not the chain name: keep
         ]
-        at += size
-    out.append(Insn(JMP | JA, jt=accept))
+    for j, chain in enumerate(chains):
+        out += name_test(chain, second, f"{w}n{j}", f"{w}n{j + 1}", accept)
+    out.append(Insn(JMP | JA, jt=nxt, label=f"{w}n{len(chains)}"))  # not watched: foreign
     return out
 
 
-def _block(block: int, tables: Sequence[str]) -> list[Insn]:
+def _block(block: int, tables: Sequence[str], watched: Mapping[str, Sequence[str]]) -> list[Insn]:
     """The checks of the message at offset X; the last block's 'next' keeps the datagram."""
     accept, drop, nxt, check = f"b{block}acc", f"b{block}drop", f"b{block}next", f"b{block}chk"
-    types = [(NFNL_SUBSYS_NFTABLES << 8) | t for t in TABLE_TYPES]
     out = [
         # Nothing left: every message was foreign.
         Insn(LD | MEM, M_LEN, label=f"b{block}"),
@@ -131,21 +149,25 @@ def _block(block: int, tables: Sequence[str]) -> list[Insn]:
         Insn(JMP | JGE | X, 0, None, accept),
         # Its type: NEWGEN passes, table/chain/rule messages are checked, others are skipped.
         Insn(LD | H | IND, 4),
-        Insn(JMP | JEQ | K, _swap16((NFNL_SUBSYS_NFTABLES << 8) | NEWGEN), accept, None),
+        Insn(JMP | JEQ | K, swap16((NFNL_SUBSYS_NFTABLES << 8) | NEWGEN), accept, None),
     ]
-    out += [Insn(JMP | JEQ | K, _swap16(t), check, None) for t in types]
+    out += [Insn(JMP | JEQ | K, t, check, None) for t in _types(TABLE_TYPES)]
     out += [
         Insn(JMP | JA, jt=nxt),
         # The first attribute must be the table name, as the kernel writes it.
         Insn(LD | MEM, M_MSGLEN, label=check),
         Insn(JMP | JGE | K, ATTR_AT + NLA_HDR, None, accept),
         Insn(LD | H | IND, ATTR_AT + 2),
-        Insn(JMP | JEQ | K, _swap16(NFTA_TABLE), None, accept),
+        Insn(JMP | JEQ | K, swap16(NFTA_TABLE), None, accept),
     ]
     for index, name in enumerate(tables):
-        out += _table_test(name, block, index, accept)
+        hit = f"b{block}w{index}" if name in watched else accept
+        out += name_test(name, ATTR_AT, f"b{block}t{index}", f"b{block}t{index + 1}", hit)
+    out.append(Insn(JMP | JA, jt=nxt, label=f"b{block}t{len(tables)}"))
+    for index, name in enumerate(tables):
+        if name in watched:
+            out += _watch(block, index, name, watched[name])
     out += [
-        Insn(JMP | JA, jt=nxt, label=f"b{block}t{len(tables)}"),
         # Foreign: on to the next message (X += NLMSG_ALIGN(msglen)).
         Insn(LD | MEM, M_MSGLEN, label=nxt),
         Insn(ALU | ADD | K, 3),
@@ -159,45 +181,36 @@ def _block(block: int, tables: Sequence[str]) -> list[Insn]:
     return out
 
 
-def program(tables: Collection[str]) -> list[tuple[int, int, int, int]]:
-    """The assembled filter: (code, jt, jf, k) per instruction."""
+def program(
+    tables: Collection[str], chains: Mapping[str, Collection[str]] | None = None
+) -> list[tuple[int, int, int, int]]:
+    """The assembled filter: (code, jt, jf, k) per instruction.
+
+    `chains`: the watched chains by table (the decoder's); None, or tests too long to fit in
+    a message's block: on tables only.
+    """
     names = sorted(set(tables))
-    one = len(_block(0, names))
+    watched = {t: sorted(set(chains[t])) for t in names if chains and t in chains}
+    if watched and len(_block(0, names, watched)) > CHAIN_BLOCK_MAX:
+        watched = {}
+    one = len(_block(0, names, watched))
     blocks = min(MAX_MESSAGES, (BPF_MAXINSNS - 4) // one)
     insns = [Insn(LD | W | LEN), Insn(ST, M_LEN), Insn(LDX | 0x00, 0)]
     for block in range(blocks):
-        insns += _block(block, names)
+        insns += _block(block, names, watched)
     insns.append(Insn(RET | K, ACCEPT, label=f"b{blocks}"))  # too many messages: keep it
-    return _assemble(insns)
+    return assemble(insns)
 
 
-def _assemble(insns: Sequence[Insn]) -> list[tuple[int, int, int, int]]:
-    where = {i.label: n for n, i in enumerate(insns) if i.label is not None}
-
-    def offset(n: int, label: str | None, *, short: bool = True) -> int:
-        if label is None:
-            return 0
-        delta = where[label] - n - 1
-        if delta < 0 or (short and delta > 255):
-            raise ValueError(f"jump to {label} out of range ({delta})")
-        return delta
-
-    out: list[tuple[int, int, int, int]] = []
-    for n, insn in enumerate(insns):
-        if insn.code == JMP | JA:
-            out.append((insn.code, 0, 0, offset(n, insn.jt, short=False)))
-        else:
-            out.append((insn.code, offset(n, insn.jt), offset(n, insn.jf), insn.k))
-    return out
-
-
-def attach(sock: Filterable, tables: Collection[str]) -> int:
-    """Install the filter for `tables`, replacing any; returns its length in instructions.
+def attach(
+    sock: Filterable, tables: Collection[str], chains: Mapping[str, Collection[str]] | None = None
+) -> int:
+    """Install the filter for `tables` (and watched `chains`), replacing any; its length.
 
     The old program goes first: two of these do not fit in the socket's option memory
     (net.core.optmem_max, 128 KiB) at once. In between everything passes, the safe side.
     """
-    code = program(tables)
+    code = program(tables, chains)
     raw = b"".join(struct.pack("HBBI", c, jt, jf, k) for c, jt, jf, k in code)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("HP", len(code), ctypes.addressof(buf))

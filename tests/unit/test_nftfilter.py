@@ -45,3 +45,31 @@ def test_a_name_too_long_to_jump_over_is_refused_before_the_kernel() -> None:
     """A table name whose checks cannot be jumped over raises ValueError (the watcher goes on)."""
     with pytest.raises(ValueError, match="out of range"):
         nftfilter.program(["t" * 600])
+
+
+WATCHED = {"filter": ["EFA_INPUT", "INPUT"], "raw": ["EFA_NODEPORTS", "PREROUTING"]}
+
+
+def test_chain_tests_fit_and_still_walk_a_kube_proxy_datagram() -> None:
+    """With the default policy's watched chains: within the limit, a dozen messages walked."""
+    code = nftfilter.program(["filter", "raw"], WATCHED)
+    assert len(code) <= nftfilter.BPF_MAXINSNS
+    assert code != nftfilter.program(["filter", "raw"])
+    blocks = sum(1 for c in code if c == (nftfilter.RET, 0, 0, nftfilter.DROP))
+    assert blocks >= 12  # kube-proxy's datagrams hold ~5 rule messages
+
+
+def test_too_many_watched_chains_filter_on_tables_only() -> None:
+    """Chain tests that would not fit a message's block: the program filters on tables alone."""
+    many = {"filter": [f"EFA_CHAIN_NUMBER_{i}" for i in range(40)]}
+    assert nftfilter.program(["filter"], many) == nftfilter.program(["filter"])
+
+
+def test_the_kernel_accepts_the_program_with_chains() -> None:
+    """SO_ATTACH_FILTER takes the chain-aware program, and a reload's replacement."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+    try:
+        assert nftfilter.attach(sock, ["filter", "raw"], WATCHED) > 100
+        assert nftfilter.attach(sock, ["filter"], {"filter": ["INPUT"]}) > 100
+    finally:
+        sock.close()

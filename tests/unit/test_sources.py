@@ -20,9 +20,12 @@ from efa_guard.sources.nft import NftWatcher
 from efa_guard.sources.nftdecode import (
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_DELCHAIN,
+    NFT_MSG_NEWCHAIN,
     NFT_MSG_NEWGEN,
     NFT_MSG_NEWRULE,
+    NFT_MSG_NEWTABLE,
     Decoder,
+    config_chains,
 )
 from efa_guard.sources.retry import Stopped, resubscribe
 
@@ -456,3 +459,69 @@ def test_a_filter_that_cannot_be_replaced_never_stays(stuck: bool) -> None:
     assert not watcher.filtered
     assert sock.closed is stuck
     assert sock.detached == (0 if stuck else 2)  # attach's own detach, then the fallback's
+
+
+# -- watched chains: kube-proxy's own chains in our tables are no event --
+
+WATCHED = {"filter": ["EFA_INPUT", "INPUT"], "raw": ["EFA_NODEPORTS", "PREROUTING"]}
+
+
+def watching() -> Decoder:
+    """A decoder for the default policy's tables and chains."""
+    return Decoder(
+        frozenset({socket.AF_INET, 1}),
+        frozenset({"filter", "raw"}),
+        lambda _pid: False,
+        chains=WATCHED,
+    )
+
+
+def chain(table: str, name: str) -> bytes:
+    """A NEWCHAIN for table/name."""
+    return message(NFT_MSG_NEWCHAIN, nla(1, table.encode() + b"\0") + nla(3, name.encode() + b"\0"))
+
+
+def test_a_resync_of_kube_proxys_own_chains_is_no_event() -> None:
+    """Rules and chains of KUBE-* in filter: dropped on their chain, counted, no check asked."""
+    d = watching()
+    burst = chain("filter", "KUBE-SERVICES") + rule("filter", "KUBE-SERVICES") * 50
+    assert d.feed(burst + gen(7, "iptables-nft-re")) == []
+    assert d.unwatched == 51
+
+
+def test_our_chains_and_hooks_count_per_table() -> None:
+    """INPUT counts in filter, not in raw (raw's hook here is PREROUTING)."""
+    d = watching()
+    (event,) = d.feed(rule("filter", "INPUT") + gen(8, "iptables-nft"))
+    assert event.tables == frozenset({"filter"})
+    assert d.feed(rule("raw", "INPUT") + gen(9, "iptables-nft")) == []
+    (event,) = d.feed(chain("raw", "EFA_NODEPORTS") + gen(10, "iptables-nft"))
+    assert "EFA_NODEPORTS" in event.detail
+
+
+def test_a_table_message_always_counts() -> None:
+    """Creating or deleting a table of ours names no chain: an event."""
+    d = watching()
+    table = message(NFT_MSG_NEWTABLE, nla(1, b"filter\0"))
+    (event,) = d.feed(table + rule("filter", "KUBE-X") + gen(11, "nft"))
+    assert event.detail == "nf_tables transaction touched filter"
+
+
+def test_a_jump_to_a_kube_chain_from_a_watched_chain_is_kube_proxys() -> None:
+    """kube-proxy's INPUT jump names KUBE-FIREWALL in its rule body: labelled kube-proxy."""
+    d = watching()
+    jump = _resized(rule("filter", "INPUT") + nla(4, b"KUBE-FIREWALL\0"))
+    (event,) = d.feed(jump + rule("filter", "KUBE-FIREWALL") + gen(12, "iptables-nft-re"))
+    assert event.trigger is Trigger.KUBE_PROXY
+    assert event.detail == "nf_tables transaction touched INPUT"
+
+
+def _resized(msg: bytes) -> bytes:
+    """The message with its nlmsg_len set to its length (after appending an attribute)."""
+    return struct.pack("=I", len(msg)) + msg[4:]
+
+
+def test_config_chains_are_the_owned_chains_and_their_hooks_by_table() -> None:
+    """The default policy: EFA_INPUT and INPUT in filter, EFA_NODEPORTS and PREROUTING in raw."""
+    chains = config_chains(config())
+    assert {t: sorted(c) for t, c in chains.items()} == {"filter": ["EFA_INPUT", "INPUT"]}
