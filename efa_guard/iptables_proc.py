@@ -84,6 +84,12 @@ class Activity:
                 if credit[0] == pid:
                     credit[1] = min(credit[1], deadline)
 
+    def expecting(self) -> bool:
+        """Whether a close of ours is still due (a credit not spent and not expired)."""
+        with self._lock:
+            now = self._clock()
+            return any(deadline > now for _, deadline in self._credits)
+
     def own_lock_close(self) -> bool:
         """A close of the xtables lock was seen: True (one credit spent) if one of ours was due.
 

@@ -108,6 +108,7 @@ def run(path: Path, log: Logger) -> int:
         backend=ipt.kind,
         own_pid=ipt.activity.is_own,
         own_lock_close=ipt.activity.own_lock_close,
+        lock_expected=ipt.activity.expecting,
         emit=loop.events.put,
         log=log,
     )

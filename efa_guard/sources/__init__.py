@@ -33,16 +33,9 @@ class Source(Protocol):
         """Follow a reloaded config (tables, families, interfaces, path)."""
 
 
-def closed_no_write_supported() -> bool:
-    """Whether watchdog (>= 2.3) reports closes of read-only files (iptables-legacy's lock)."""
-    import watchdog.events  # noqa: PLC0415
-
-    return hasattr(watchdog.events, "FileClosedNoWriteEvent")
-
-
 def lock_to_watch(backend: Kind) -> Path | None:
-    """The xtables lock, when its closes tell of legacy writers and watchdog can see them."""
-    return XTABLES_LOCK if backend == "legacy" and closed_no_write_supported() else None
+    """The xtables lock, whose closes tell of legacy writers (legacy only)."""
+    return XTABLES_LOCK if backend == "legacy" else None
 
 
 def start_sources(  # noqa: PLR0913 - keyword-only; what the sources need of the daemon
@@ -52,6 +45,7 @@ def start_sources(  # noqa: PLR0913 - keyword-only; what the sources need of the
     own_pid: Callable[[int], bool],
     own_lock_close: Callable[[], bool],
     emit: Emit,
+    lock_expected: Callable[[], bool] = lambda: False,
     log: Logger,
 ) -> list[Source]:
     """Start every source that applies; one that cannot start is logged and skipped.
@@ -61,6 +55,7 @@ def start_sources(  # noqa: PLR0913 - keyword-only; what the sources need of the
     """
     from efa_guard.sources.files import FileWatcher  # noqa: PLC0415
     from efa_guard.sources.links import LinkWatcher  # noqa: PLC0415
+    from efa_guard.sources.lockwatch import LockWatcher  # noqa: PLC0415
     from efa_guard.sources.nft import NftWatcher  # noqa: PLC0415
 
     makers: list[tuple[str, Callable[[], Source]]] = []
@@ -68,12 +63,16 @@ def start_sources(  # noqa: PLR0913 - keyword-only; what the sources need of the
         makers.append(("nf_tables events", lambda: NftWatcher(config, own_pid=own_pid, emit=emit)))
     makers.append(("link events", lambda: LinkWatcher(config, emit=emit)))
     lock = lock_to_watch(backend)
-    makers.append(
-        (
-            "the config watch",
-            lambda: FileWatcher(config, emit=emit, log=log, lock=lock, own_close=own_lock_close),
+    if lock is not None:
+        makers.append(
+            (
+                "the xtables lock watch",
+                lambda: LockWatcher(
+                    lock, own_close=own_lock_close, emit=emit, expecting=lock_expected
+                ),
+            )
         )
-    )
+    makers.append(("the config watch", lambda: FileWatcher(config, emit=emit, log=log)))
     started: list[Source] = []
     for what, make in makers:
         try:

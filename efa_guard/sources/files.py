@@ -1,4 +1,4 @@
-"""File events (watchdog): edits of the config file, and legacy iptables writers via the lock.
+"""File events (watchdog): edits of the config file (the xtables lock: lockwatch.py).
 
 The config watch must not be lost silently: config-management tools delete and re-create
 /etc/efa-guard, replace the file by rename, or swap a symlink. So the watcher watches the
@@ -15,7 +15,6 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,25 +64,21 @@ def _absolute(path: Path) -> Path:
 
 
 class FileWatcher:
-    """Watches the config file (re-arming itself), and /run for the xtables lock when asked."""
+    """Watches the config file, re-arming itself."""
 
-    def __init__(  # noqa: PLR0913 - keyword-only; side effects enter through the constructor
+    def __init__(
         self,
         config: Config,
         *,
         emit: Emit,
         log: Logger,
-        lock: Path | None = None,
-        own_close: Callable[[], bool] = lambda: False,
         poll: float = POLL,
         observer: Any = None,  # noqa: ANN401 - a watchdog observer; tests inject failures
     ) -> None:
-        self.name = "config-file" + (" xtables-lock" if lock is not None else "")
+        self.name = "config-file"
         self.emit = emit
         self.log = log
         self.path = _absolute(config.path)
-        self.lock = lock
-        self.own_close = own_close  # spends a credit of ours (iptables_proc.Activity)
         self.poll = poll
         self.observer: Any = observer if observer is not None else _observer()
         self.observer.daemon = True
@@ -102,8 +97,6 @@ class FileWatcher:
     def start(self) -> None:
         """Arm the watches and start; a watch that cannot be armed means polling, not failure."""
         self.observer.start()
-        if self.lock is not None:
-            self.observer.schedule(self.handler, str(self.lock.parent), recursive=False)
         self.last = signature(self.path)
         self.check()
         self.thread.start()
@@ -128,23 +121,12 @@ class FileWatcher:
         self._wake.set()
 
     def on_event(self, event: Any) -> None:  # noqa: ANN401 - watchdog's event classes
-        """Route one watchdog event (observer thread): the lock at once, the rest to check()."""
+        """Route one watchdog event (observer thread) to check()."""
         paths = {Path(str(event.src_path))}
         dest = getattr(event, "dest_path", "")
         if dest:
             paths.add(Path(str(dest)))
         kind = str(event.event_type)
-        if self.lock is not None and self.lock in paths:
-            # Our own restore closes the lock too, and its check reads the result back: its
-            # close spends a credit instead of waking another check. A foreign close that
-            # comes first spends it instead: inotify delivers in order, so that writer closed
-            # (and wrote) before our restore did, before our read-back, which saw its write;
-            # our close, later, finds no credit and wakes a check all the same.
-            if kind in {"closed_no_write", "closed"} and not self.own_close():
-                self.emit(
-                    Event(Trigger.LOCK, detail=f"a legacy iptables writer released {self.lock}")
-                )
-            return
         if self.path in paths and kind in _DIRECT and not event.is_directory:
             self._force = True  # a write to the file itself: reload even if stat looks the same
         watched = self.watched

@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from efa_guard.sources import closed_no_write_supported
 from tools.harness import write_config
 from tools.runner import PRIVATE_RUN, Daemon, Line
 from tools.sandbox import Sandbox
@@ -39,30 +38,24 @@ def _tamper(d: Daemon) -> None:
 
 def test_own_restore_wakes_no_second_check(box: Sandbox, tmp_path: Path) -> None:
     """After each correction no check follows from our own lock close; foreign writes do."""
-    # watchdog 2.2.1 (bookworm) reports no closes of the lock: the timer corrects instead.
-    watched = closed_no_write_supported()
-    config = write_config(
-        tmp_path / "g.toml", backend="legacy", settings={"interval": 30.0 if watched else 1.0}
-    )
+    config = write_config(tmp_path / "g.toml", backend="legacy", settings={"interval": 30.0})
     d = Daemon(box.guard, config, prefix=PRIVATE_RUN)  # its own lock: no other test wakes it
     try:
         assert d.wait_for("policy_asserted", timeout=30) is not None, d.tail()
         started = d.wait_for("started", timeout=0)
         assert started is not None
-        assert ("config-file xtables-lock" in str(started.data["sources"])) is watched
+        assert "xtables-lock" in str(started.data["sources"])
         time.sleep(QUIET)
         before = _checks(d)
-        if watched:
-            assert before == 1  # the startup check; its restore's close woke nothing
+        assert before == 1  # the startup check; its restore's close woke nothing
         for n in (1, 2):
             mark = d.mark()
             _tamper(d)
             corrected = d.wait_for("drift_corrected", after=mark, timeout=15)
             assert corrected is not None, d.tail()
-            assert corrected.data["trigger"] == ("xtables-lock" if watched else "timer")
+            assert corrected.data["trigger"] == "xtables-lock"
             time.sleep(QUIET)
-            if watched:
-                assert _checks(d) == before + n  # the tamper's check, and no other
+            assert _checks(d) == before + n  # the tamper's check, and no other
         assert d.stop() == 0
     finally:
         d.kill()

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from fakes import default_config
 
 from efa_guard.events import Event, Trigger
 from efa_guard.iptables_proc import CREDIT_TTL, Activity, Tools, lock_closes
 from efa_guard.legacycache import LockCloses
-from efa_guard.log import get_logger
-from efa_guard.sources.files import FileWatcher
+from efa_guard.sources.lockwatch import LockWatcher
 
 
 class Clock:
@@ -99,29 +97,67 @@ def test_run_leaves_credits_for_a_legacy_restore(tmp_path: Path) -> None:
     assert [tools.activity.own_lock_close() for _ in range(3)] == [True, True, False]
 
 
-def _watcher(tmp_path: Path, activity: Activity) -> tuple[FileWatcher, list[Event]]:
-    events: list[Event] = []
-    cfg = default_config(tmp_path / "efa-guard.toml")
-    lock = tmp_path / "xtables.lock"
-    watcher = FileWatcher(
-        cfg, emit=events.append, log=get_logger(), lock=lock, own_close=activity.own_lock_close
-    )
-    return watcher, events
+def _close(path: Path) -> None:
+    """Open and close the lock as iptables does (read-only, created if missing)."""
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
 
 
-def _close(path: Path) -> SimpleNamespace:
-    return SimpleNamespace(event_type="closed_no_write", src_path=str(path), is_directory=False)
+def _wait(events: list[Event], count: int, timeout: float = 3.0) -> list[Event]:
+    deadline = time.monotonic() + timeout
+    while len(events) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # and nothing more arrives
+    return events
 
 
 def test_watcher_spends_a_credit_instead_of_waking(tmp_path: Path) -> None:
-    """Our expected close wakes nothing; the next, foreign one emits the lock trigger."""
-    activity = Activity()
-    watcher, events = _watcher(tmp_path, activity)
-    activity.expect_closes(41, 1, within=5)
-    watcher.on_event(_close(tmp_path / "xtables.lock"))
-    assert events == []
-    watcher.on_event(_close(tmp_path / "xtables.lock"))
-    assert [e.trigger for e in events] == [Trigger.LOCK]
+    """Real inotify: our expected close wakes nothing; the next, foreign one emits the trigger."""
+    lock = tmp_path / "xtables.lock"
+    lock.touch()
+    activity, events = Activity(), list[Event]()
+    watcher = LockWatcher(lock, own_close=activity.own_lock_close, emit=events.append)
+    watcher.start()
+    try:
+        activity.expect_closes(41, 1, within=5)
+        _close(lock)
+        assert _wait(events, 1, timeout=0.3) == []
+        _close(lock)
+        assert [e.trigger for e in _wait(events, 1)] == [Trigger.LOCK]
+        assert watcher.closes == 1
+    finally:
+        watcher.stop()
+    assert not watcher.thread.is_alive()
+
+
+def test_a_lock_created_or_replaced_is_watched_and_wakes_a_check(tmp_path: Path) -> None:
+    """No lock at start: its creation wakes a check, its closes are seen; so after a new file."""
+    lock = tmp_path / "xtables.lock"
+    events: list[Event] = []
+    watcher = LockWatcher(lock, own_close=lambda: False, emit=events.append)
+    watcher.start()
+    try:
+        _close(lock)  # created by the first writer: perhaps closed before the watch
+        assert "created or replaced" in _wait(events, 1)[0].detail
+        events.clear()
+        _close(lock)
+        assert "released" in _wait(events, 1)[0].detail
+        events.clear()
+        lock.unlink()
+        _close(lock)  # a new file: watched again, and it says so
+        details = [e.detail for e in _wait(events, 2)]
+        assert any("created or replaced" in d for d in details), details
+        events.clear()
+        _close(lock)
+        assert [e.detail for e in _wait(events, 1)] == [f"a legacy iptables writer released {lock}"]
+    finally:
+        watcher.stop()
+
+
+def test_a_watcher_on_a_missing_directory_fails_to_start(tmp_path: Path) -> None:
+    """No directory to watch: start() raises (the daemon logs source_failed; the timer stays)."""
+    watcher = LockWatcher(tmp_path / "none" / "xtables.lock", own_close=lambda: False, emit=print)
+    with pytest.raises(FileNotFoundError):
+        watcher.start()
 
 
 def test_lock_closes_tells_whether_the_lock_was_closed(tmp_path: Path) -> None:
@@ -145,3 +181,18 @@ def test_lock_closes_tells_whether_the_lock_was_closed(tmp_path: Path) -> None:
     assert again is not None
     os.close(os.open(lock, os.O_RDONLY))
     assert closes.count() not in {None, again}
+
+
+def test_a_lock_we_create_wakes_nothing_until_a_foreign_close(tmp_path: Path) -> None:
+    """Created while a close of ours is due: no check for the creation; a later close wakes one."""
+    lock = tmp_path / "xtables.lock"
+    events: list[Event] = []
+    watcher = LockWatcher(lock, own_close=lambda: False, emit=events.append, expecting=lambda: True)
+    watcher.start()
+    try:
+        lock.touch()
+        assert _wait(events, 1, timeout=0.3) == []
+        _close(lock)
+        assert [e.trigger for e in _wait(events, 1)] == [Trigger.LOCK]
+    finally:
+        watcher.stop()
