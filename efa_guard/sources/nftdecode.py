@@ -6,13 +6,13 @@ resync is ~20,000 messages in ~100 ms, nearly all of them rules of tables we do 
 at C speed), and inside a transaction of ours a foreign message is dropped on its first
 attribute (the table name, compared as raw bytes). A NEWGEN message ends each transaction
 and names the process that committed it; each Event describes exactly that transaction.
-With watched chains (config_chains), a message of our table naming a chain the policy
+With watched chains (config_chains), a rule message of our table naming a chain the policy
 neither owns nor hooks in that table (kube-proxy's own chains in `filter`) is dropped like a
-foreign table's: no such change can alter our chains or where they are jumped to, and the
-kernel-side filter (nftfilter) drops the same messages. A message of ours naming no chain (a
-table's) always counts. A transaction is kube-proxy's when it names a KUBE- chain, when a
-rule of a watched chain names one (kube-proxy's jumps from INPUT), or when its process is
-called kube-proxy.
+foreign table's: no rule of another chain can alter our chains or where they are jumped to,
+and the kernel-side filter (nftfilter) drops the same messages. Table and chain messages of
+ours always count: a chain renamed away from our name is announced under its new name.
+A transaction is kube-proxy's when it names a KUBE- chain, when a rule of a watched chain
+names one (kube-proxy's jumps from INPUT), or when its process is called kube-proxy.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class Decoder:
             self.skipped += 1
             return
         raw = found.get(chain_attr) if chain_attr is not None else None
-        if raw and not self._watches(table, raw):
+        if raw and msg in _RULE_TYPES and not self._watches(table, raw):
             self.unwatched += 1
             return
         self.current.tables.add(table)

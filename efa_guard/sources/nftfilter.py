@@ -12,10 +12,11 @@ Anything unexpected (a message past the end, a length over 64 KiB, a first attri
 than the table name, more messages than the program unrolls) keeps the datagram: the decoder
 then decides, as it did before. A NEWGEN always passes (it ends a transaction).
 
-With watched chains (the decoder's, by table), a rule or chain message of our table whose
-chain name (its second attribute, where the kernel writes it) is not watched in that table
-is foreign too, as the decoder has it: kube-proxy's resyncs of its own chains in `filter`
-are dropped here as well. A program whose chain tests would not fit filters on tables only.
+With watched chains (the decoder's, by table), a rule message of our table whose chain name
+(its second attribute, where the kernel writes it) is not watched in that table is foreign
+too, as the decoder has it: kube-proxy's resyncs of its own chains in `filter` are dropped
+here as well. Table and chain messages of ours are always kept (a renamed chain is announced
+under its new name). A program whose chain tests would not fit filters on tables only.
 
 Netlink lengths are little-endian words; they are assembled from bytes (see cbpf).
 """
@@ -69,11 +70,11 @@ SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
 NFNL_SUBSYS_NFTABLES = 10
 # The message types the decoder reads (table, chain, rule: new and delete) and NEWGEN.
 TABLE_TYPES = (0, 2, 3, 5, 6, 8)
-CHAIN_TYPES, RULE_TYPES = (3, 5), (6, 8)  # their chain name: attribute 3 and 2
+RULE_TYPES = (6, 8)  # NEWRULE, DELRULE: their chain name is attribute 2
 NEWGEN = 15
 NLMSG_HDR, NFGENMSG = 16, 4
 ATTR_AT = NLMSG_HDR + NFGENMSG  # the first attribute of a message
-NFTA_TABLE, NFTA_RULE_CHAIN, NFTA_CHAIN_NAME = 1, 2, 3
+NFTA_TABLE, NFTA_RULE_CHAIN = 1, 2
 ACCEPT, DROP = 0xFFFFFFFF, 0
 MAX_MESSAGES = 96  # a datagram holding more is kept (decided in userspace)
 CHAIN_BLOCK_MAX = 250  # instructions per message with chain tests; more: tables only
@@ -95,24 +96,19 @@ def _types(kinds: Sequence[int]) -> list[int]:
 
 
 def _watch(block: int, index: int, table: str, chains: Sequence[str]) -> list[Insn]:
-    """Our `table` matched: keep its rule or chain message only if it names a watched chain."""
+    """Our `table` matched: keep its rule message only if it names a watched chain."""
     w, accept, nxt = f"b{block}w{index}", f"b{block}acc", f"b{block}next"
     second = ATTR_AT + ((NLA_HDR + len(table.encode()) + 1 + 3) & ~3)
-    rules, chain_msgs = _types(RULE_TYPES), _types(CHAIN_TYPES)
+    rules = _types(RULE_TYPES)
     out = [
         Insn(LD | H | IND, 4, label=w),
         Insn(JMP | JEQ | K, rules[0], f"{w}r", None),
-        Insn(JMP | JEQ | K, rules[1], f"{w}r", None),
-        Insn(JMP | JEQ | K, chain_msgs[0], f"{w}c", None),
-        Insn(JMP | JEQ | K, chain_msgs[1], f"{w}c", accept),  # a table message: keep
+        Insn(JMP | JEQ | K, rules[1], f"{w}r", accept),  # a table or chain message: keep
+        Insn(LD | MEM, M_MSGLEN, label=f"{w}r"),
+        Insn(JMP | JGE | K, second + NLA_HDR, None, accept),
+        Insn(LD | H | IND, second + 2),
+        Insn(JMP | JEQ | K, swap16(NFTA_RULE_CHAIN), f"{w}n0", accept),  # not the chain: keep
     ]
-    for tag, attr in (("r", NFTA_RULE_CHAIN), ("c", NFTA_CHAIN_NAME)):
-        out += [
-            Insn(LD | MEM, M_MSGLEN, label=f"{w}{tag}"),
-            Insn(JMP | JGE | K, second + NLA_HDR, None, accept),
-            Insn(LD | H | IND, second + 2),
-            Insn(JMP | JEQ | K, swap16(attr), f"{w}n0", accept),  # not the chain name: keep
-        ]
     for j, chain in enumerate(chains):
         out += name_test(chain, second, f"{w}n{j}", f"{w}n{j + 1}", accept)
     out.append(Insn(JMP | JA, jt=nxt, label=f"{w}n{len(chains)}"))  # not watched: foreign

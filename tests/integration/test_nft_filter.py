@@ -73,12 +73,13 @@ def _scenario(box: Sandbox) -> None:
     """Bursts and single writes in our tables, others, our chains and kube-proxy's."""
     # A 3000-rule burst in nat alone: nothing of ours.
     _restore(box, "*nat\n:KUBE-BURST - [0:0]\n" + _rules("KUBE-BURST", 3000) + "COMMIT\n")
-    # One transaction: many nat rules, then a chain of kube-proxy's in filter (shared datagrams).
+    # One transaction: many nat rules, then chains of kube-proxy's in filter (shared datagrams).
     _restore(
         box,
         "*nat\n:KUBE-MIX - [0:0]\n"
         + _rules("KUBE-MIX", 40)
-        + "COMMIT\n*filter\n:KUBE-FORWARD - [0:0]\n-A KUBE-FORWARD -j ACCEPT\nCOMMIT\n",
+        + "COMMIT\n*filter\n:KUBE-FORWARD - [0:0]\n:KUBE-SERVICES - [0:0]\n"
+        + "-A KUBE-FORWARD -j ACCEPT\nCOMMIT\n",
     )
     # A rule in INPUT first, then nat.
     _restore(
@@ -95,7 +96,7 @@ def _scenario(box: Sandbox) -> None:
         ["nft", "add table inet filter; add chain inet filter guarded; delete table inet filter"]
     )
     box.run(["iptables-nft", "-t", "nat", "-F", "KUBE-BURST"])
-    # kube-proxy's resync of its own chains in filter: 2000 rules, none in a chain of ours.
+    # kube-proxy's resync of its own (existing) chain in filter: 2000 rules, none in ours.
     _restore(
         box,
         "*filter\n:KUBE-SERVICES - [0:0]\n" + _rules("KUBE-SERVICES", 2000, "REJECT") + "COMMIT\n",
@@ -107,6 +108,9 @@ def _scenario(box: Sandbox) -> None:
         + _rules("KUBE-FIREWALL", 30, "DROP")
         + "-I INPUT 1 -j KUBE-FIREWALL\nCOMMIT\n",
     )
+    # A chain of ours renamed away: announced under its new name, a chain message: it counts.
+    box.run(["iptables-nft", "-N", "EFA_INPUT"])
+    box.run(["iptables-nft", "-E", "EFA_INPUT", "GONE"])
 
 
 def test_filtered_events_equal_the_decoders_own_with_far_fewer_datagrams(box: Sandbox) -> None:
@@ -131,31 +135,35 @@ def test_filtered_events_equal_the_decoders_own_with_far_fewer_datagrams(box: Sa
     assert seen["watched"] == seen["plain_watched"]
     on_tables = seen["tables"]
     assert [(e[0], e[2]) for e in on_tables] == [
-        ("kube-proxy", ["filter"]),  # KUBE-FORWARD
+        ("kube-proxy", ["filter"]),  # KUBE-FORWARD, KUBE-SERVICES
         ("rule-change", ["filter"]),  # INPUT
         ("rule-change", ["raw"]),
         ("rule-change", ["filter"]),  # ip6 INPUT
         ("rule-change", ["filter"]),  # -D INPUT
         ("rule-change", ["filter"]),  # the inet table
-        ("kube-proxy", ["filter"]),  # KUBE-SERVICES
+        ("kube-proxy", ["filter"]),  # the KUBE-SERVICES resync
         ("kube-proxy", ["filter"]),  # KUBE-FIREWALL and its jump
+        ("rule-change", ["filter"]),  # -N EFA_INPUT
+        ("rule-change", ["filter"]),  # -E EFA_INPUT GONE
     ]
     assert "KUBE-FORWARD" in on_tables[0][1]
     assert on_tables[5][3] is None  # the inet table concerns both families
-    # Watched: kube-proxy's own chains are no event; its jump from INPUT is, and still its.
-    # The first transaction in filter also created the table (a table message always counts).
-    assert [(e[0], e[1][-20:], e[2]) for e in seen["watched"][:1]] == [
-        ("rule-change", "transaction touched filter"[-20:], ["filter"])
-    ]
-    assert [(e[0], e[2]) for e in seen["watched"][1:]] == [
+    # Watched: a resync of kube-proxy's own chain is no event; its new chains (chain
+    # messages), its jump from INPUT and a chain of ours renamed away are.
+    watched = seen["watched"]
+    assert [(e[0], e[2]) for e in watched] == [
+        ("kube-proxy", ["filter"]),
         ("rule-change", ["filter"]),
         ("rule-change", ["raw"]),
         ("rule-change", ["filter"]),
         ("rule-change", ["filter"]),
         ("rule-change", ["filter"]),
         ("kube-proxy", ["filter"]),
+        ("rule-change", ["filter"]),
+        ("rule-change", ["filter"]),
     ]
-    assert seen["watched"][-1][1] == "nf_tables transaction touched INPUT"
+    assert "INPUT" in watched[6][1]
+    assert watched[-1][1] == "nf_tables transaction touched GONE"
     datagrams = seen["datagrams"]
     assert datagrams["plain"] > 300, datagrams
     assert datagrams["tables"] * 3 < datagrams["plain"], datagrams  # nat is most of it
