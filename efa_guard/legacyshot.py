@@ -217,8 +217,11 @@ class Copies:
     def _copy(self, table: Table) -> Snapshot | None:
         if table not in self._first:
             if not self._first:  # the lock is watched before the first copy is taken
-                with contextlib.suppress(OSError):  # created as iptables creates it
-                    os.close(os.open(XTABLES_LOCK, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                # Created (as iptables creates it) only when missing: a close of the lock
+                # wakes the daemon's check, and this is no write.
+                with contextlib.suppress(OSError):
+                    flags = os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                    os.close(os.open(XTABLES_LOCK, flags, 0o600))
                 self.closes()  # arms the watch
                 self._mark = self.closes()
             self._first[table] = self.read(table)

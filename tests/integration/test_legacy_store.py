@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from support import Guard
 
+from efa_guard.legacycache import XTABLES_LOCK, LockCloses
 from efa_guard.legacystore import NAME
 from tools.harness import write_config
 from tools.sandbox import Sandbox
@@ -122,3 +123,16 @@ def test_holds_more_than_counts_rules_exactly(box: Sandbox) -> None:
     )
     found = json.loads(box.run([sys.executable, "-c", code]).stdout)
     assert found == [True, False, True, False, None, True, False, False]
+
+
+def test_a_check_closes_no_xtables_lock(legacy: Guard, tmp_path: Path) -> None:
+    """A cold and a warm check only read: no close of the lock (the daemon wakes on closes)."""
+    legacy.ipt("-R", "EFA_INPUT", "1", *legacy.ipt("-S", "EFA_INPUT").splitlines()[1].split()[2:])
+    closes = LockCloses(XTABLES_LOCK)
+    assert closes.count() is None  # arming
+    before = closes.count()
+    _, cold = counted_check(legacy.box, legacy.config, tmp_path / "1.json")
+    _, warm = counted_check(legacy.box, legacy.config, tmp_path / "2.json")
+    assert any(p.endswith("iptables-legacy-save") for p in cold), cold
+    assert warm == []
+    assert closes.count() == before
