@@ -79,7 +79,10 @@ class MemoReads:
         return groups
 
     def rules_over(self, key: Key, limit: int) -> bool:
-        """legacy: a chain of a table read whole holds more than `limit` rules (by search)."""
+        """legacy: the chain holds more than `limit` rules; False when not known.
+
+        Searched in its table's save, or counted in the table's copy, whichever was taken.
+        """
         text = self.texts.get(key[:2])
         if text is None:  # counted in the table's copy when there is one
             return bool(self.copies and self.copies.over(key, limit))

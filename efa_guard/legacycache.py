@@ -12,16 +12,14 @@ A, would else keep B's listings under A's fingerprint). Any failure means a full
 
 from __future__ import annotations
 
-import ctypes
 import os
-import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from efa_guard import legacyblob
+from efa_guard import inotify, legacyblob
 
 Key = tuple[str, str, str]  # (family, table, chain)
 Memo = dict[Key, str | None]
@@ -29,10 +27,6 @@ Group = tuple[str, str, tuple[str, ...]]  # (family, table, chains)
 XTABLES_LOCK = Path("/run/xtables.lock")
 _KEEP = 64  # chain sets remembered; the daemon asks for a handful
 _STATES = 8  # states kept per chain set: the policy in place, the tampered states of a fight
-_IN_CLOSE = 0x08 | 0x10  # IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
-_IN_GONE = 0x400 | 0x800 | 0x8000  # IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
-_IN_Q_OVERFLOW = 0x4000
-_EVENT = struct.Struct("=iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 
 
 class LockCloses:
@@ -63,15 +57,9 @@ class LockCloses:
             return self._count if self._wd >= 0 else None
 
     def _arm(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
         if self._fd < 0:
-            self._fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if self._fd < 0:
-                raise OSError(ctypes.get_errno(), "inotify_init1")
-        wd = libc.inotify_add_watch(self._fd, bytes(self.path), _IN_CLOSE | _IN_GONE)
-        if wd < 0:
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {self.path}")
-        self._wd = wd
+            self._fd = inotify.init()
+        self._wd = inotify.add_watch(self._fd, self.path, inotify.IN_CLOSE | inotify.IN_GONE)
 
     def _drain(self) -> None:
         while True:
@@ -79,13 +67,10 @@ class LockCloses:
                 data = os.read(self._fd, 64 * 1024)
             except BlockingIOError:
                 return
-            at = 0
-            while at + _EVENT.size <= len(data):
-                _, mask, _, length = _EVENT.unpack_from(data, at)
-                at += _EVENT.size + length
-                if mask & (_IN_CLOSE | _IN_Q_OVERFLOW):
+            for _, mask, _ in inotify.events(data):
+                if mask & (inotify.IN_CLOSE | inotify.IN_Q_OVERFLOW):
                     self._count += 1
-                if mask & _IN_GONE:
+                if mask & inotify.IN_GONE:
                     self._wd = -1  # replaced or deleted: armed again on the next count
                     self._count += 1
 

@@ -13,22 +13,17 @@ check. A lost event (queue overflow) wakes one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from efa_guard import inotify
 from efa_guard.events import Event, Trigger
 from efa_guard.sources import Emit
 
-IN_MOVED_TO, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE, IN_CREATE = 0x80, 0x08, 0x10, 0x100
-IN_DELETE_SELF, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x4000, 0x8000
-IN_CLOSE = IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
-_FILE_MASK = IN_CLOSE | IN_DELETE_SELF | IN_MOVE_SELF
-_EVENT = struct.Struct("=iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+_FILE_MASK = inotify.IN_CLOSE | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF
 WAKE = 0.5  # seconds between looks at `stopped` while nothing happens
 
 
@@ -52,19 +47,17 @@ class LockWatcher:
         self.closes = 0  # foreign closes seen (each emitted)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="xtables-lock", daemon=True)
-        self._libc = ctypes.CDLL(None, use_errno=True)
         self._fd = -1
         self._dir_wd = -1
         self._file_wd = -1
 
     def start(self) -> None:
         """Watch the directory (OSError when inotify refuses) and the lock if it exists; run."""
-        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        self._fd = fd
+        fd = self._fd = inotify.init()
         try:
-            self._dir_wd = self._watch(self.path.parent, IN_CREATE | IN_MOVED_TO)
+            self._dir_wd = inotify.add_watch(
+                fd, self.path.parent, inotify.IN_CREATE | inotify.IN_MOVED_TO
+            )
         except OSError:
             os.close(fd)
             self._fd = -1
@@ -87,18 +80,14 @@ class LockWatcher:
 
     def handle(self, data: bytes) -> None:
         """Act on a buffer of inotify events, in order."""
-        at = 0
-        while at + _EVENT.size <= len(data):
-            wd, mask, _, length = _EVENT.unpack_from(data, at)
-            name = data[at + _EVENT.size : at + _EVENT.size + length].split(b"\0", 1)[0]
-            at += _EVENT.size + length
-            if mask & IN_Q_OVERFLOW:
+        for wd, mask, name in inotify.events(data):
+            if mask & inotify.IN_Q_OVERFLOW:
                 self._wake("inotify dropped events: a legacy write may have gone unseen")
             elif wd == self._file_wd and wd >= 0:
-                if mask & IN_CLOSE and not self.own_close():
+                if mask & inotify.IN_CLOSE and not self.own_close():
                     self.closes += 1
                     self._wake(f"a legacy iptables writer released {self.path}")
-                if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+                if mask & inotify.IN_GONE:
                     self._file_wd = -1  # watched again once the directory shows a new one
             elif wd == self._dir_wd and name == os.fsencode(self.path.name):
                 self._created()
@@ -125,18 +114,11 @@ class LockWatcher:
     def _arm_file(self) -> bool:
         """Watch the lock file; False when there is none (yet)."""
         try:
-            self._file_wd = self._watch(self.path, _FILE_MASK)
+            self._file_wd = inotify.add_watch(self._fd, self.path, _FILE_MASK)
         except FileNotFoundError:
             self._file_wd = -1
             return False
         return True
-
-    def _watch(self, path: Path, mask: int) -> int:
-        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), mask)
-        if wd < 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"inotify_add_watch {path}: {os.strerror(errno)}")
-        return int(wd)
 
     def _wake(self, detail: str) -> None:
         self.emit(Event(Trigger.LOCK, detail=detail))
