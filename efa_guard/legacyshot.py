@@ -29,12 +29,10 @@ from typing import Protocol
 
 from efa_guard import legacyblob
 from efa_guard.legacyblob import Blob, DoubtError
-from efa_guard.legacycache import XTABLES_LOCK, LockCloses
+from efa_guard.legacycache import XTABLES_LOCK, Key, LockCloses, Memo
 from efa_guard.legacystore import ListingStore
 
-Key = tuple[str, str, str]  # (family, table, chain)
 Table = tuple[str, str]  # (family, table)
-Memo = dict[Key, str | None]
 STORED_RULES = 1000  # a longer chain is read every time (its listing is not stored)
 _DOUBT = (OSError, DoubtError, struct.error, ValueError, KeyError, IndexError)
 
@@ -143,7 +141,6 @@ class Copies:
     store: ListingStore = field(default_factory=ListingStore.default)
     closes: Callable[[], int | None] = field(default_factory=lambda: LockCloses(XTABLES_LOCK).count)
     read: Callable[[Table], Snapshot | None] = read_copy
-    answered: int = 0  # chains answered from a copy (the store, or missing)
     stored: int = 0  # listings added to the store
     _first: dict[Table, Snapshot | None] = field(default_factory=dict)
     _after: dict[Table, Snapshot | None] = field(default_factory=dict)
@@ -163,7 +160,7 @@ class Copies:
             return False
         found: Memo = {}
         try:
-            for key in sorted(keys, key=_hooks_first):
+            for key in sorted(keys, key=lambda k: legacyblob.hooks_first(k[2])):
                 digest = copy.digest(self._tool(key[0]), key)
                 found[key] = None if digest is None else self.store.get(digest.hex())
                 if digest is not None and found[key] is None:
@@ -172,7 +169,6 @@ class Copies:
         except _DOUBT:
             return False
         memo.update(found)
-        self.answered += len(found)
         return True
 
     def has(self, table: Table) -> bool:
@@ -231,8 +227,3 @@ class Copies:
         if family not in self._tools:
             self._tools[family] = binary_id(self.tool(family))
         return self._tools[family]
-
-
-def _hooks_first(key: Key) -> tuple[bool, str]:
-    """Built-in chains first: their jumps locate the user chains without a search."""
-    return (key[2] not in legacyblob.HOOKS, key[2])

@@ -10,7 +10,8 @@ import pytest
 
 from efa_guard import legacystore
 from efa_guard.legacyblob import DoubtError
-from efa_guard.legacyshot import Copies, Key, Memo, Table
+from efa_guard.legacycache import Key, Memo
+from efa_guard.legacyshot import Copies, Table
 from efa_guard.legacystore import NAME, ListingStore
 
 OWN: Key = ("ipv4", "filter", "EFA_INPUT")
